@@ -1,0 +1,57 @@
+"""VQGAN-FC: factorized, l2-normalised codes (ViT-VQGAN, Yu et al. 2021, Sec. 3.2).
+
+Tokens are projected from `dim` to a small `lookup_dim` (8 by default, as in the SimVQ table's
+VQGAN-FC row and LlamaGen), l2-normalised, and matched against l2-normalised codes, so the
+lookup is by cosine similarity on the unit sphere of the low-dimensional space:
+
+    u = normalize(W_in z),  e_k = normalize(c_k),  k* = argmin_k ||u - e_k||^2
+    L = codebook_weight * ||e_k* - sg(u)||^2 + beta * ||sg(e_k*) - u||^2
+    z_q = W_out (u + sg(e_k* - u))
+
+The straight-through estimator acts on the normalised `u` (LlamaGen's choice), so the gradient
+flows through the normalisation and the decoder always receives vectors on the sphere.
+"""
+
+from __future__ import annotations
+
+import pydantic
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vqbench.quantizer import ExplicitCodebookParams, ExplicitCodebookQuantizer, TokenQuantization
+from vqbench.registry import register_quantizer
+
+
+class FCParams(ExplicitCodebookParams):
+    lookup_dim: pydantic.PositiveInt = 8
+
+    def lookup_bytes(self) -> int:
+        return 2 * 4 * self.codebook_size * self.lookup_dim
+
+
+@register_quantizer("fc")
+class FactorizedVQ(ExplicitCodebookQuantizer):
+    """VQGAN-FC: project to a low dimension, l2-normalise codes and tokens (cosine lookup)."""
+
+    Params = FCParams
+
+    def __init__(self, **params) -> None:
+        super().__init__(**params)
+        p = self.params
+        self.project_in = nn.Linear(p.dim, p.lookup_dim)
+        self.project_out = nn.Linear(p.lookup_dim, p.dim)
+        self.embedding = nn.Parameter(torch.randn(p.codebook_size, p.lookup_dim))
+
+    def codebook(self) -> torch.Tensor:
+        """Unit-norm codes in the lookup space, `(codebook_size, lookup_dim)`."""
+        return F.normalize(self.embedding, dim=1)
+
+    def quantize_tokens(self, z: torch.Tensor) -> TokenQuantization:
+        u = F.normalize(self.project_in(z), dim=1)
+        out = self.lookup(u, self.codebook())
+        out.z_q = self.project_out(out.z_q)
+        return out
+
+    def decode_tokens(self, indices: torch.Tensor) -> torch.Tensor:
+        return self.project_out(F.embedding(indices, self.codebook()))

@@ -1,0 +1,30 @@
+"""Vanilla VQ (VQ-VAE, van den Oord et al. 2017; VQGAN's VectorQuantizer2 with legacy=False).
+
+A trainable codebook `C` of `codebook_size x dim`, initialised U(-1/K, 1/K) as in taming.
+Each token takes its nearest code, `q = C[argmin_k ||z - c_k||^2]`, and the loss is
+
+    L = codebook_weight * ||q - sg(z)||^2 + beta * ||sg(q) - z||^2     (beta = 0.25)
+
+with the straight-through estimator `z + sg(q - z)` carrying the decoder's gradient to `z`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from vqbench.quantizer import ExplicitCodebookQuantizer
+from vqbench.registry import register_quantizer
+
+
+@register_quantizer("vanilla")
+class VanillaVQ(ExplicitCodebookQuantizer):
+    """Vanilla VQ-VAE/VQGAN quantizer: a trainable codebook and the straight-through estimator."""
+
+    def __init__(self, **params) -> None:
+        super().__init__(**params)
+        k = self.codebook_size
+        self.embedding = nn.Parameter(torch.empty(k, self.dim).uniform_(-1.0 / k, 1.0 / k))
+
+    def codebook(self) -> torch.Tensor:
+        return self.embedding

@@ -1,0 +1,215 @@
+"""The one interface every quantizer implements, and the machinery they share.
+
+A quantizer maps a channel-first feature map `(B, dim, H, W)` to a `QuantizerOutput`. Subclasses
+implement `quantize_tokens` on flattened float32 tokens `(N, dim)`; the base class handles the
+layout, turns autocast off (distances, argmin and losses are always float32) and validates
+parameters, so that every error names the quantizer, the field, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import pydantic
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vqbench.errors import VQBenchError
+from vqbench.search import nearest_code
+
+
+class QuantizerParams(pydantic.BaseModel):
+    """Declared parameters of a quantizer. Subclasses add fields with defaults and constraints."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True, strict=False)
+
+    def lookup_bytes(self) -> int:
+        """Bytes of the largest tensor the codebook needs; checked before anything is allocated."""
+        return 0
+
+
+@dataclass
+class QuantizerOutput:
+    """What `Quantizer.forward` returns.
+
+    z_q: `(B, dim, H, W)`, the quantized features; its gradient reaches the input.
+    indices: `(B, H, W)` int64 code indices.
+    loss: scalar, already weighted; zero where the quantizer has none.
+    stats: detached scalars (e.g. the codebook and commitment terms) for logging.
+    """
+
+    z_q: torch.Tensor
+    indices: torch.Tensor
+    loss: torch.Tensor
+    stats: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+@dataclass
+class TokenQuantization:
+    """What `quantize_tokens` returns for flattened tokens `(N, dim)`."""
+
+    z_q: torch.Tensor
+    indices: torch.Tensor
+    loss: torch.Tensor
+    stats: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+def _physical_memory_bytes() -> int:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
+        return 2**40
+
+
+def _format_validation_error(name: str, err: pydantic.ValidationError) -> str:
+    first = err.errors()[0]
+    field_name = ".".join(str(p) for p in first["loc"]) or "parameters"
+    if first["type"] == "extra_forbidden":
+        return f"{name}: unknown parameter '{field_name}'"
+    value = first.get("input")
+    msg = first["msg"].removeprefix("Value error, ")
+    if not first["loc"]:  # a model-level check: its message already names the fields
+        return f"{name}: {msg}"
+    return f"{name}.{field_name}={value!r} is invalid: {msg}"
+
+
+class Quantizer(nn.Module):
+    """Base class of every quantizer.
+
+    Subclasses declare `Params` (a `QuantizerParams` model) and implement `quantize_tokens`
+    and `decode_tokens`; explicit-codebook quantizers also implement `codebook`.
+    """
+
+    Params: ClassVar[type[QuantizerParams]] = QuantizerParams
+    #: Registry name, set by `register_quantizer`.
+    name: ClassVar[str] = "quantizer"
+    #: True when the quantizer looks codes up in an explicit `(K, d)` table.
+    explicit_codebook: ClassVar[bool] = True
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__()
+        self.params = self.validate_params(**params)
+
+    # ---- parameters ---------------------------------------------------------------------
+    @classmethod
+    def validate_params(cls, **params: Any) -> QuantizerParams:
+        """Validate keyword parameters; raise `VQBenchError` with one line on bad input."""
+        try:
+            validated = cls.Params(**params)
+        except pydantic.ValidationError as err:
+            raise VQBenchError(_format_validation_error(cls.name, err)) from None
+        needed, available = validated.lookup_bytes(), _physical_memory_bytes()
+        if needed > available // 2:
+            raise VQBenchError(
+                f"{cls.name}: the codebook would need {needed / 2**30:.1f} GiB, more than half of "
+                f"this machine's {available / 2**30:.1f} GiB; use a smaller codebook_size or dim"
+            )
+        return validated
+
+    @property
+    def codebook_size(self) -> int:
+        """Number of distinct codes."""
+        return int(self.params.codebook_size)
+
+    @property
+    def dim(self) -> int:
+        """Channels of the feature map the quantizer takes and returns."""
+        return int(self.params.dim)
+
+    # ---- the interface --------------------------------------------------------------------
+    def codebook(self) -> torch.Tensor | None:
+        """The explicit `(codebook_size, lookup_dim)` codes used for the lookup, or None."""
+        return None
+
+    def quantize_tokens(self, z: torch.Tensor) -> TokenQuantization:  # pragma: no cover
+        """Quantize float32 tokens `(N, dim)`."""
+        raise NotImplementedError
+
+    def decode_tokens(self, indices: torch.Tensor) -> torch.Tensor:  # pragma: no cover
+        """Features `(N, dim)` for flat indices `(N,)`."""
+        raise NotImplementedError
+
+    def forward(self, z: torch.Tensor) -> QuantizerOutput:
+        if z.ndim != 4 or z.shape[1] != self.dim:
+            raise VQBenchError(
+                f"{self.name}: expected a feature map (B, {self.dim}, H, W), got "
+                f"{tuple(z.shape)}; match the model's z_channels to the quantizer's dim"
+            )
+        b, _, h, w = z.shape
+        with torch.autocast(device_type=z.device.type, enabled=False):
+            tokens = z.permute(0, 2, 3, 1).reshape(-1, self.dim).float()
+            out = self.quantize_tokens(tokens)
+        z_q = out.z_q.reshape(b, h, w, self.dim).permute(0, 3, 1, 2).to(z.dtype)
+        stats = {k: v.detach() for k, v in out.stats.items()}
+        return QuantizerOutput(z_q, out.indices.reshape(b, h, w), out.loss, stats)
+
+    def decode_indices(self, indices: torch.Tensor) -> torch.Tensor:
+        """`(B, H, W)` indices to `(B, dim, H, W)` features; equals `forward(z).z_q` in value."""
+        b, h, w = indices.shape
+        with torch.autocast(device_type=indices.device.type, enabled=False):
+            tokens = self.decode_tokens(indices.reshape(-1).long())
+        return tokens.reshape(b, h, w, self.dim).permute(0, 3, 1, 2)
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v!r}" for k, v in self.params.model_dump().items())
+
+
+# ---- shared pieces of explicit-codebook quantizers ------------------------------------------
+def straight_through(z: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """Straight-through estimator: the value of `q`, the gradient of `z` (`z + sg(q - z)`)."""
+    return z + (q - z).detach()
+
+
+def codebook_and_commitment_loss(
+    z: torch.Tensor, q: torch.Tensor, *, codebook_weight: float, beta: float
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """VQ-VAE loss `codebook_weight * ||q - sg(z)||^2 + beta * ||sg(q) - z||^2` (means).
+
+    The codebook term trains the codes (or what generates them); the commitment term pulls the
+    encoder towards its code. Returns the weighted sum and the two unweighted terms.
+    """
+    codebook_term = F.mse_loss(q, z.detach())
+    commitment_term = F.mse_loss(z, q.detach())
+    loss = codebook_weight * codebook_term + beta * commitment_term
+    return loss, {"codebook": codebook_term, "commitment": commitment_term}
+
+
+class ExplicitCodebookParams(QuantizerParams):
+    """Parameters every explicit-codebook quantizer shares (SPEC section 2 weights)."""
+
+    codebook_size: pydantic.PositiveInt = 65536
+    dim: pydantic.PositiveInt = 128
+    beta: pydantic.NonNegativeFloat = 0.25
+    codebook_weight: pydantic.NonNegativeFloat = 1.0
+
+    def lookup_bytes(self) -> int:
+        # The lookup codes in float32, plus what generates them (about as large again).
+        return 2 * 4 * self.codebook_size * self.dim
+
+
+class ExplicitCodebookQuantizer(Quantizer):
+    """A quantizer that picks, for each token, the nearest row of `codebook()`.
+
+    Subclasses provide `codebook()`; the lookup, loss and straight-through estimator are shared.
+    """
+
+    explicit_codebook: ClassVar[bool] = True
+    Params: ClassVar[type[QuantizerParams]] = ExplicitCodebookParams
+
+    def lookup(self, z: torch.Tensor, codes: torch.Tensor) -> TokenQuantization:
+        """Nearest code for each token of `z` (both in the lookup space), loss and STE."""
+        indices = nearest_code(z, codes)
+        q = F.embedding(indices, codes)
+        loss, terms = codebook_and_commitment_loss(
+            z, q, codebook_weight=self.params.codebook_weight, beta=self.params.beta
+        )
+        return TokenQuantization(straight_through(z, q), indices, loss, terms)
+
+    def quantize_tokens(self, z: torch.Tensor) -> TokenQuantization:
+        return self.lookup(z, self.codebook())
+
+    def decode_tokens(self, indices: torch.Tensor) -> torch.Tensor:
+        return F.embedding(indices, self.codebook())
