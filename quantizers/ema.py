@@ -39,7 +39,7 @@ class EMAParams(ExplicitCodebookParams):
     codebook_weight: float = pydantic.Field(0.0, ge=0.0, le=0.0,
                                             description="EMA codebooks take no gradient")
     decay: float = pydantic.Field(0.99, gt=0.0, lt=1.0)
-    eps: pydantic.PositiveFloat = 1e-5
+    eps: pydantic.NonNegativeFloat = 1e-5
     dead_code_threshold: pydantic.NonNegativeFloat = 0.0
 
 

@@ -1,0 +1,161 @@
+import pytest
+import torch
+
+from tests.helpers import assert_nearest
+from vqbench import VQBenchError, create_quantizer
+
+
+def build(**params):
+    base = dict(codebook_size=256, dim=8)
+    base.update(params)
+    return create_quantizer("group_vq", **base)
+
+
+def test_one_group_is_simvq_with_a_bias():
+    simvq = create_quantizer("simvq", codebook_size=128, dim=8, bias=True)
+    group = build(codebook_size=128, groups=1)
+    with torch.no_grad():  # the same parameters: core, W (transposed: ours is r x d) and b
+        group.core.copy_(simvq.core)
+        group.projector.weight.copy_(simvq.projection.weight.t().unsqueeze(0))
+        group.projector.bias.copy_(simvq.projection.bias.view(1, 1, -1))
+    torch.testing.assert_close(group.codebook(), simvq.codebook())
+    z = torch.randn(2, 8, 6, 6)
+    za, zb = z.clone().requires_grad_(), z.clone().requires_grad_()
+    out_g, out_s = group(za), simvq(zb)
+    assert torch.equal(out_g.indices, out_s.indices)
+    torch.testing.assert_close(out_g.z_q, out_s.z_q)
+    torch.testing.assert_close(out_g.loss, out_s.loss)
+    (out_g.loss + out_g.z_q.sum()).backward()
+    (out_s.loss + out_s.z_q.sum()).backward()
+    torch.testing.assert_close(za.grad, zb.grad)
+    torch.testing.assert_close(group.projector.weight.grad[0], simvq.projection.weight.grad.t())
+    torch.testing.assert_close(group.projector.bias.grad.view(-1), simvq.projection.bias.grad)
+
+
+@pytest.mark.parametrize("shared_core", [True, False])
+def test_shared_layout_interleaves_and_independent_layout_is_contiguous(shared_core):
+    q = build(groups=4, shared_core=shared_core)
+    codes = q.codebook()
+    for j in range(4):
+        members = (q.group_of(torch.arange(256)) == j).nonzero().squeeze(1)
+        expected = torch.arange(j, 256, 4) if shared_core else torch.arange(64 * j, 64 * (j + 1))
+        assert torch.equal(members, expected)
+        # Eq. (7): group j's codes are its core rows through W_j plus b_j.
+        core = q.core if shared_core else q.core[64 * j : 64 * (j + 1)]
+        manual = core @ q.projector.weight[j] + q.projector.bias[j]
+        torch.testing.assert_close(codes[members], manual)
+
+
+@pytest.mark.parametrize("projector", ["linear", "mlp", "linear+mlp"])
+@pytest.mark.parametrize("shared_core", [True, False])
+def test_eq5_a_loss_on_one_group_leaves_other_projectors_untouched(projector, shared_core):
+    q = build(groups=8, projector=projector, shared_core=shared_core)
+    with torch.no_grad():  # give every group a different projector so groups differ
+        for p in q.projector.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    group_of_code = q.group_of(torch.arange(256))
+    own = (group_of_code == 3).nonzero().squeeze(1)
+    z = q.codebook().detach()[own].t().reshape(1, 8, 1, -1) + 1e-4 * torch.randn(1, 8, 1, own.numel())
+    out = q(z)
+    assert set(group_of_code[out.indices.reshape(-1)].tolist()) == {3}
+    (out.loss + out.z_q.square().sum()).backward()
+    for name, param in q.projector.named_parameters():
+        grad = param.grad
+        assert grad[3].abs().sum() > 0, name
+        assert torch.equal(grad[torch.arange(8) != 3], torch.zeros_like(grad[:7])), name
+
+
+def test_unequal_group_sizes_in_the_independent_layout():
+    q = build(codebook_size=100, groups=3, shared_core=False, group_sizes=[10, 30, 60])
+    assert q.codebook().shape == (100, 8)
+    assert q.group_of(torch.tensor([0, 9, 10, 39, 40, 99])).tolist() == [0, 0, 1, 1, 2, 2]
+    torch.testing.assert_close(q.codebook()[10:40],
+                               q.core[10:40] @ q.projector.weight[1] + q.projector.bias[1])
+    z = torch.randn(2, 8, 5, 5)
+    with torch.no_grad():
+        assert_nearest(z.permute(0, 2, 3, 1).reshape(-1, 8), q.codebook(),
+                       q(z).indices.reshape(-1))
+
+
+@pytest.mark.parametrize("shared_core", [True, False])
+def test_extend_keeps_trained_codes_and_resample_draws_new_ones(shared_core):
+    q = build(groups=4, shared_core=shared_core)
+    with torch.no_grad():
+        q.projector.weight.add_(torch.randn_like(q.projector.weight))
+    old = q.codebook().detach()
+    extended = q.extend(512, seed=7)
+    new = extended.codebook().detach()
+    assert extended.codebook_size == 512 and new.shape == (512, 8)
+    if shared_core:  # old indices unchanged
+        assert torch.equal(new[:256], old)
+    else:  # each group keeps its codes, then its new ones
+        for j in range(4):
+            assert torch.equal(new[128 * j : 128 * j + 64], old[64 * j : 64 * (j + 1)])
+    assert torch.equal(torch.bincount(extended.group_of(torch.arange(512))), torch.full((4,), 128))
+    # Same seed, same codebook; another seed, another one; the original is untouched.
+    assert torch.equal(q.extend(512, seed=7).codebook(), extended.codebook())
+    assert not torch.equal(q.extend(512, seed=8).codebook(), extended.codebook())
+    assert torch.equal(q.codebook(), old)
+    half = q.resample(128, seed=3)
+    assert half.codebook().shape == (128, 8)
+    assert torch.equal(q.resample(128, seed=3).codebook(), half.codebook())
+    assert not torch.equal(q.resample(128, seed=4).codebook(), half.codebook())
+    # Resampled codes come from the trained projectors: group j's codes are core @ W_j + b_j.
+    members = (half.group_of(torch.arange(128)) == 2).nonzero().squeeze(1)
+    core = half.core if shared_core else half.core[32 * 2 : 32 * 3]
+    torch.testing.assert_close(half.codebook()[members],
+                               core @ q.projector.weight[2] + q.projector.bias[2])
+    # The extended quantizer still quantizes and round-trips.
+    out = extended(torch.randn(1, 8, 4, 4))
+    torch.testing.assert_close(extended.decode_indices(out.indices), out.z_q)
+
+
+def test_extended_state_dict_loads_into_a_fresh_build():
+    extended = build(groups=4).extend(512)
+    fresh = build(codebook_size=512, groups=4)
+    fresh.load_state_dict(extended.state_dict())
+    assert torch.equal(fresh.codebook(), extended.codebook())
+
+
+def test_group_statistics():
+    q = build(groups=4)
+    counts = torch.zeros(256, dtype=torch.long)
+    counts[torch.arange(0, 256, 4)] = 1  # every code of group 0, nothing else
+    counts[1] = 5  # one code of group 1
+    stats = q.group_statistics(counts)
+    torch.testing.assert_close(stats["usage"], torch.tensor([1.0, 1 / 64, 0.0, 0.0]))
+    norms = q.codebook().detach().norm(dim=1)
+    torch.testing.assert_close(stats["code_norm_mean"][2], norms[2::4].mean())
+    torch.testing.assert_close(stats["code_norm_std"][2], norms[2::4].std())
+
+
+def test_core_is_seeded_and_persistent():
+    assert torch.equal(build(groups=4).core, build(groups=4).core)
+    assert not torch.equal(build(groups=4).core, build(groups=4, core_seed=1).core)
+    assert "core" in build(groups=4).state_dict()
+
+
+@pytest.mark.parametrize("params, message", [
+    (dict(groups=7), "group_vq: groups=7 does not divide codebook_size=256; use a divisor such "
+                     "as 4"),
+    (dict(groups=0), "group_vq.groups=0 is invalid: Input should be greater than 0"),
+    (dict(groups=512), "group_vq: groups=512 exceeds codebook_size=256"),
+    (dict(rank=0), "group_vq.rank=0 is invalid"),
+    (dict(projector="conv"), "group_vq.projector='conv' is invalid: Input should be 'linear', "
+                             "'mlp' or 'linear+mlp'"),
+    (dict(group_sizes=[128, 128], groups=2), "group_vq: group_sizes needs shared_core=false"),
+    (dict(group_sizes=[100, 100], groups=2, shared_core=False), "must have groups=2 entries "
+                                                                "summing to codebook_size=256"),
+])
+def test_bad_parameters(params, message):
+    with pytest.raises(VQBenchError) as err:
+        build(**params)
+    assert message in str(err.value)
+
+
+def test_bad_post_training_sizes():
+    q = build(groups=4)
+    with pytest.raises(VQBenchError, match=r"extend\(258\): 2 codes cannot be split over groups=4"):
+        q.extend(258)
+    with pytest.raises(VQBenchError, match="resample"):
+        q.resample(0)

@@ -1,0 +1,73 @@
+from importlib.metadata import entry_points
+
+import pytest
+import torch
+
+from tests.helpers import SMALL_CONFIGS
+from vqbench import VQBenchError, create_quantizer, list_quantizers, register_quantizer
+from vqbench.quantizer import ExplicitCodebookQuantizer
+from vqbench.registry import ENTRY_POINT_GROUP, load_plugin
+
+BUILT_INS = {"vanilla", "ema", "fc", "fsq", "lfq", "vqgan_lc", "simvq", "group_vq"}
+
+
+def test_built_ins_are_declared_as_entry_points_and_registered():
+    declared = {ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    assert BUILT_INS <= declared
+    assert BUILT_INS <= set(list_quantizers())
+    for name in BUILT_INS:
+        assert type(create_quantizer(name, **SMALL_CONFIGS[name])).name == name
+
+
+def test_decorator_registers_and_duplicates_fail(clean_registry):
+    @register_quantizer("toy_vq")
+    class ToyVQ(ExplicitCodebookQuantizer):
+        def __init__(self, **params):
+            super().__init__(**params)
+            self.codes = torch.nn.Parameter(torch.randn(self.codebook_size, self.dim))
+
+        def codebook(self):
+            return self.codes
+
+    assert "toy_vq" in list_quantizers()
+    assert isinstance(create_quantizer("toy_vq", codebook_size=4, dim=2), ToyVQ)
+
+    class Other(ExplicitCodebookQuantizer):
+        pass
+
+    with pytest.raises(VQBenchError, match="'toy_vq' is already registered by .*override=True"):
+        register_quantizer("toy_vq")(Other)
+    register_quantizer("toy_vq", override=True)(Other)
+    assert isinstance(create_quantizer("toy_vq", codebook_size=4, dim=2), Other)
+
+
+def test_unknown_name_suggests_the_closest_and_lists_all():
+    with pytest.raises(VQBenchError) as err:
+        create_quantizer("simvqq", codebook_size=8)
+    message = str(err.value)
+    assert "did you mean 'simvq'?" in message
+    assert all(name in message for name in BUILT_INS)
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    "params, expected",
+    [
+        (dict(codebook_size=-5), "vanilla.codebook_size=-5 is invalid: Input should be greater"),
+        (dict(dim="wide"), "vanilla.dim='wide' is invalid: Input should be a valid integer"),
+        (dict(widht=3), "vanilla: unknown parameter 'widht'"),
+        (dict(codebook_size=10**12), "vanilla: the codebook would need"),
+    ],
+)
+def test_bad_parameters_fail_in_one_line(params, expected):
+    with pytest.raises(VQBenchError) as err:
+        create_quantizer("vanilla", **params)
+    assert str(err.value).startswith(expected)
+    assert "\n" not in str(err.value)
+
+
+def test_bad_plugin_module_fails_clearly():
+    with pytest.raises(VQBenchError, match="cannot import plugin module 'no_such_module'"):
+        load_plugin("no_such_module")
+    with pytest.raises(VQBenchError, match="plugin file 'missing.py' does not exist"):
+        load_plugin("missing.py")
