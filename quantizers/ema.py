@@ -36,8 +36,9 @@ def _all_reduce_sum(*tensors: torch.Tensor) -> None:
 
 
 class EMAParams(ExplicitCodebookParams):
-    codebook_weight: float = pydantic.Field(0.0, ge=0.0, le=0.0,
-                                            description="EMA codebooks take no gradient")
+    codebook_weight: float = pydantic.Field(
+        0.0, ge=0.0, le=0.0, description="EMA codebooks take no gradient"
+    )
     decay: float = pydantic.Field(0.99, gt=0.0, lt=1.0)
     eps: pydantic.NonNegativeFloat = 1e-5
     dead_code_threshold: pydantic.NonNegativeFloat = 0.0

@@ -60,16 +60,21 @@ class GroupVQParams(ExplicitCodebookParams):
             raise ValueError(f"groups={k} exceeds codebook_size={n}; use at most {n} groups")
         if self.group_sizes is not None:
             if self.shared_core:
-                raise ValueError("group_sizes needs shared_core=false (the shared core gives "
-                                 "every group the same number of codes)")
+                raise ValueError(
+                    "group_sizes needs shared_core=false (the shared core gives "
+                    "every group the same number of codes)"
+                )
             if len(self.group_sizes) != k or sum(self.group_sizes) != n:
-                raise ValueError(f"group_sizes={self.group_sizes} must have groups={k} entries "
-                                 f"summing to codebook_size={n}")
+                raise ValueError(
+                    f"group_sizes={self.group_sizes} must have groups={k} entries "
+                    f"summing to codebook_size={n}"
+                )
         elif n % k:
             divisor = max(d for d in range(1, min(k, 1024) + 1) if n % d == 0)
-            raise ValueError(f"groups={k} does not divide codebook_size={n}; use a divisor "
-                             f"such as {divisor}" + ("" if self.shared_core else
-                                                     ", or give group_sizes"))
+            raise ValueError(
+                f"groups={k} does not divide codebook_size={n}; use a divisor "
+                f"such as {divisor}" + ("" if self.shared_core else ", or give group_sizes")
+            )
         return self
 
     @property
@@ -92,11 +97,13 @@ class GroupProjector(nn.Module):
         if kind in ("linear", "linear+mlp"):
             self.weight = nn.Parameter(torch.empty(groups, rank, dim).uniform_(-1 / rank, 1 / rank))
         if kind in ("mlp", "linear+mlp"):
-            self.mlp_in = nn.Parameter(torch.empty(groups, rank, hidden).uniform_(
-                -rank**-0.5, rank**-0.5))
+            self.mlp_in = nn.Parameter(
+                torch.empty(groups, rank, hidden).uniform_(-(rank**-0.5), rank**-0.5)
+            )
             self.mlp_in_bias = nn.Parameter(torch.zeros(groups, 1, hidden))
-            self.mlp_out = nn.Parameter(torch.empty(groups, hidden, dim).uniform_(
-                -1 / hidden, 1 / hidden))
+            self.mlp_out = nn.Parameter(
+                torch.empty(groups, hidden, dim).uniform_(-1 / hidden, 1 / hidden)
+            )
         self.bias = nn.Parameter(torch.zeros(groups, 1, dim)) if bias else None
 
     @staticmethod
@@ -115,8 +122,7 @@ class GroupProjector(nn.Module):
         if self.weight is not None:
             out = self._per_group(core, param(self.weight))
         if self.mlp_in is not None:
-            hidden = torch.relu(self._per_group(core, param(self.mlp_in))
-                                + param(self.mlp_in_bias))
+            hidden = torch.relu(self._per_group(core, param(self.mlp_in)) + param(self.mlp_in_bias))
             out = out + torch.bmm(hidden, param(self.mlp_out))
         if self.bias is not None:
             out = out + param(self.bias)
@@ -166,34 +172,36 @@ class GroupVQ(ExplicitCodebookQuantizer):
         if len(set(sizes)) == 1:  # (k, n/k, d) -> code j*(n/k) + i
             return self.projector(self.core.view(k, sizes[0], -1)).reshape(-1, d)
         blocks = self.core.split(sizes)
-        return torch.cat([self.projector(block.unsqueeze(0), group=j)[0]
-                          for j, block in enumerate(blocks)])
+        return torch.cat(
+            [self.projector(block.unsqueeze(0), group=j)[0] for j, block in enumerate(blocks)]
+        )
 
     # ---- Algorithm 2: post-training codebook sampling ----------------------------------------
     def _new_core_rows(self, rows_per_group: int, seed: int) -> torch.Tensor:
         """Fresh N(0, I) core rows: `(rows, r)` shared, or `(k, rows, r)` per group."""
         r = self.params.rank_
-        shape = (rows_per_group, r) if self.params.shared_core else (
-            self.groups, rows_per_group, r)
+        shape = (rows_per_group, r) if self.params.shared_core else (self.groups, rows_per_group, r)
         return seeded_normal(shape, seed).to(self.core.device, self.core.dtype)
 
     def _rows_per_group(self, count: int, what: str) -> int:
         if count <= 0 or count % self.groups:
             raise VQBenchError(
                 f"group_vq.{what}: {count} codes cannot be split over groups={self.groups}; "
-                f"use a multiple of {self.groups}")
+                f"use a multiple of {self.groups}"
+            )
         return count // self.groups
 
     def _with_core(self, core: torch.Tensor, new_size: int, group_sizes) -> GroupVQ:
         new = copy.deepcopy(self)
-        new.params = self.params.model_copy(update={
-            "codebook_size": new_size, "group_sizes": group_sizes})
+        new.params = self.params.model_copy(
+            update={"codebook_size": new_size, "group_sizes": group_sizes}
+        )
         self.validate_params(**new.params.model_dump())
         new.core = core
         return new
 
     def resample(self, new_size: int, seed: int = 1) -> GroupVQ:
-        """A copy whose codebook is `new_size` freshly drawn codes through the trained projectors."""
+        """A copy whose codebook is `new_size` fresh codes through the trained projectors."""
         rows = self._rows_per_group(new_size, f"resample({new_size})")
         core = self._new_core_rows(rows, seed)
         sizes = None if self.params.group_sizes is None else [rows] * self.groups
@@ -228,7 +236,7 @@ class GroupVQ(ExplicitCodebookQuantizer):
         stats = {"code_norm_mean": mean, "code_norm_std": var.sqrt()}
         if counts is not None:
             used = torch.zeros(self.groups, device=codes.device).index_add_(
-                0, group, (counts > 0).float())
+                0, group, (counts > 0).float()
+            )
             stats["usage"] = used / size
         return stats
-

@@ -37,8 +37,10 @@ class LFQParams(QuantizerParams):
     def _power_of_two(cls, size: int) -> int:
         if size < 2 or size & (size - 1):
             lower = 1 << (size.bit_length() - 1)
-            raise ValueError(f"must be a power of two >= 2 (LFQ codes are sign patterns); "
-                             f"use {max(lower, 2)} or {max(lower * 2, 2)}")
+            raise ValueError(
+                f"must be a power of two >= 2 (LFQ codes are sign patterns); "
+                f"use {max(lower, 2)} or {max(lower * 2, 2)}"
+            )
         if size > 2**40:
             raise ValueError("must be at most 2**40 codes")
         return size
@@ -76,10 +78,15 @@ class LFQ(Quantizer):
         sample_h = lfq_entropy.per_sample_entropy(x, p.temperature)
         codebook_h = lfq_entropy.codebook_entropy(x, p.temperature)
         commitment = F.mse_loss(x, q)
-        loss = (p.entropy_weight * (sample_h - p.diversity_weight * codebook_h)
-                + p.commitment_weight * commitment)
-        stats = {"per_sample_entropy": sample_h, "codebook_entropy": codebook_h,
-                 "commitment": commitment}
+        loss = (
+            p.entropy_weight * (sample_h - p.diversity_weight * codebook_h)
+            + p.commitment_weight * commitment
+        )
+        stats = {
+            "per_sample_entropy": sample_h,
+            "codebook_entropy": codebook_h,
+            "commitment": commitment,
+        }
         return TokenQuantization(self.project_out(straight_through(x, q)), indices, loss, stats)
 
     def decode_tokens(self, indices: torch.Tensor) -> torch.Tensor:

@@ -38,8 +38,9 @@ class SimVQ(ExplicitCodebookQuantizer):
     def __init__(self, **params) -> None:
         super().__init__(**params)
         p = self.params
-        self.register_buffer("core", seeded_normal((p.codebook_size, p.dim), p.core_seed,
-                                                   std=p.dim**-0.5))
+        self.register_buffer(
+            "core", seeded_normal((p.codebook_size, p.dim), p.core_seed, std=p.dim**-0.5)
+        )
         self.projection = nn.Linear(p.dim, p.dim, bias=p.bias)
 
     def codebook(self) -> torch.Tensor:

@@ -49,18 +49,22 @@ def load_timm_extractor(name: str, weights: str | None) -> nn.Module:
     import timm
 
     if not timm.is_model(name):
-        raise VQBenchError(f"vqgan_lc.extractor='{name}' is neither 'patches' nor a timm model "
-                           f"name; see timm.list_models('*clip*')")
+        raise VQBenchError(
+            f"vqgan_lc.extractor='{name}' is neither 'patches' nor a timm model "
+            f"name; see timm.list_models('*clip*')"
+        )
     overlay = {"file": weights} if weights else None
     try:
-        model = timm.create_model(name, pretrained=True, num_classes=0,
-                                  pretrained_cfg_overlay=overlay)
+        model = timm.create_model(
+            name, pretrained=True, num_classes=0, pretrained_cfg_overlay=overlay
+        )
     except Exception as err:  # network errors, missing files, wrong state dicts
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise VQBenchError(
             f"vqgan_lc.extractor='{name}' needs pretrained weights that could not be loaded "
             f"({reason}); run once with internet access so timm caches them, or set "
-            f"extractor_weights to a local .safetensors/.pth file of that model") from None
+            f"extractor_weights to a local .safetensors/.pth file of that model"
+        ) from None
     return model.eval().requires_grad_(False)
 
 
@@ -95,13 +99,18 @@ class VQGANLC(ExplicitCodebookQuantizer):
             return patches.transpose(1, 2).reshape(-1, patches.shape[1])
         model = self._extractor[0]
         cfg = model.pretrained_cfg
-        x = F.interpolate((images.float() + 1) / 2, size=cfg["input_size"][1:],
-                          mode="bilinear", antialias=True, align_corners=False)
+        x = F.interpolate(
+            (images.float() + 1) / 2,
+            size=cfg["input_size"][1:],
+            mode="bilinear",
+            antialias=True,
+            align_corners=False,
+        )
         mean = torch.tensor(cfg["mean"], device=x.device).view(1, 3, 1, 1)
         std = torch.tensor(cfg["std"], device=x.device).view(1, 3, 1, 1)
         feats = model.to(x.device).forward_features((x - mean) / std)
         if feats.ndim == 3:  # ViT tokens: drop class/register tokens, back to a grid
-            feats = feats[:, getattr(model, "num_prefix_tokens", 0):]
+            feats = feats[:, getattr(model, "num_prefix_tokens", 0) :]
             side = int(feats.shape[1] ** 0.5)
             feats = feats.transpose(1, 2).reshape(feats.shape[0], -1, side, side)
         pooled = F.adaptive_avg_pool2d(feats.float(), p.pool_to)
@@ -121,11 +130,15 @@ class VQGANLC(ExplicitCodebookQuantizer):
         if not chunks:
             raise VQBenchError("vqgan_lc.init_from_data got no images; pass the training loader")
         features = torch.cat(chunks)[: p.max_features]
-        centres = kmeans(features, p.codebook_size, seed=p.kmeans_seed,
-                         iterations=p.kmeans_iterations)
+        centres = kmeans(
+            features, p.codebook_size, seed=p.kmeans_seed, iterations=p.kmeans_iterations
+        )
         self.features.copy_(centres.to(self.features))
-        self.init_info = {"extractor": p.extractor, "features_clustered": int(features.shape[0]),
-                          "kmeans": kmeans_backend()}
+        self.init_info = {
+            "extractor": p.extractor,
+            "features_clustered": int(features.shape[0]),
+            "kmeans": kmeans_backend(),
+        }
         return self.init_info
 
     # ---- quantization ------------------------------------------------------------------------

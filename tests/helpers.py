@@ -17,7 +17,6 @@ SMALL_CONFIGS = {
 }
 
 
-
 def brute_force_nearest(z: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
     """float64 `cdist` argmin: the reference every nearest-code search is checked against."""
     return torch.cdist(z.double(), codes.double()).argmin(1)

@@ -24,12 +24,15 @@ def test_nearest_code_is_exact_on_separated_data():
 
 
 def test_nearest_code_keeps_no_graph_and_computes_in_float32():
-    codes = torch.randn(300, 16, requires_grad=True)
-    z = torch.randn(100, 16, requires_grad=True)
+    # Codes 0.01 apart around 100: bf16 (spacing 0.5 there) would merge most of them.
+    codes = (100 + 0.01 * torch.randn(300, 16)).requires_grad_()
+    z = (100 + 0.01 * torch.randn(200, 16)).requires_grad_()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         indices = nearest_code(z, codes)
+        as_bf16 = torch.cdist(z.bfloat16().float(), codes.bfloat16().float()).argmin(1)
     assert not indices.requires_grad
-    assert torch.equal(indices, nearest_code(z.detach(), codes.detach()))
+    assert torch.equal(indices, brute_force_nearest(z.detach(), codes.detach()))
+    assert not torch.equal(as_bf16, indices)  # the check above can tell the difference
 
 
 def test_nearest_code_rejects_mismatched_shapes():

@@ -31,8 +31,12 @@ def quantizer_table() -> str:
         cls = get_quantizer_class(name)
         kind = "explicit" if cls.explicit_codebook else "implicit"
         rows.append([name, kind, _parameter_summary(cls), _first_doc_line(cls)])
-    return tabulate(rows, headers=["name", "codebook", "parameters", "description"],
-                    tablefmt="github", maxcolwidths=[None, None, 60, 50])
+    return tabulate(
+        rows,
+        headers=["name", "codebook", "parameters", "description"],
+        tablefmt="github",
+        maxcolwidths=[None, None, 60, 50],
+    )
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -50,15 +54,22 @@ def build_parser() -> argparse.ArgumentParser:
         description="Benchmark vector quantizers for image tokenizers under identical settings.",
     )
     parser.add_argument("--version", action="version", version=f"vqbench {__version__}")
-    parser.add_argument("--plugin", action="append", default=[], metavar="MODULE",
-                        help="import MODULE (dotted name or .py file) to register more "
-                             "quantizers; repeatable")
+    parser.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE (dotted name or .py file) to register more quantizers; repeatable",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.add_parser("list", help="list registered quantizers and their parameters"
-                   ).set_defaults(func=cmd_list)
-    for name, text in [("run", "run a suite of trainings and write the report"),
-                       ("train", "train one run from a config file"),
-                       ("eval", "evaluate a trained run")]:
+    sub.add_parser("list", help="list registered quantizers and their parameters").set_defaults(
+        func=cmd_list
+    )
+    for name, text in [
+        ("run", "run a suite of trainings and write the report"),
+        ("train", "train one run from a config file"),
+        ("eval", "evaluate a trained run"),
+    ]:
         p = sub.add_parser(name, help=f"{text} (not implemented yet)")
         p.add_argument("args", nargs="*")
         p.set_defaults(func=cmd_not_implemented)

@@ -47,7 +47,8 @@ def per_sample_entropy(x: torch.Tensor, temperature: float) -> torch.Tensor:
 
 def _half_code_log_probs(a: torch.Tensor) -> torch.Tensor:
     """`log p_n(c)` for every code `c` of the bits in `a` (N, b): sum_i logsig(-a_i) + a.bits_c."""
-    return F.logsigmoid(-a).sum(-1, keepdim=True) + a @ code_bits(a.shape[1], a.device).to(a.dtype).t()
+    bits = code_bits(a.shape[1], a.device).to(a.dtype)
+    return F.logsigmoid(-a).sum(-1, keepdim=True) + a @ bits.t()
 
 
 def mean_code_distribution(x: torch.Tensor, temperature: float) -> torch.Tensor:

@@ -15,8 +15,12 @@ def test_one_step_equals_a_hand_computed_ema_update():
     assert out.indices.reshape(-1).tolist() == [0, 0, 0, 3]
     # N_k = 0.9 * 1 + 0.1 * n_k with n = (3, 0, 0, 1); m_k = 0.9 * c_k + 0.1 * s_k.
     sizes = [0.9 + 0.3, 0.9, 0.9, 0.9 + 0.1]
-    sums = [[0.9 * 0 + 0.1 * 0.0, 0.9 * 0 + 0.1 * 3.0], [9.0, 0.0], [0.0, 9.0],
-            [0.9 * 10 + 0.1 * 9.0, 0.9 * 10 + 0.1 * 12.0]]
+    sums = [
+        [0.9 * 0 + 0.1 * 0.0, 0.9 * 0 + 0.1 * 3.0],
+        [9.0, 0.0],
+        [0.0, 9.0],
+        [0.9 * 10 + 0.1 * 9.0, 0.9 * 10 + 0.1 * 12.0],
+    ]
     # eps = 0: Laplace smoothing leaves N unchanged, c_k = m_k / N_k.
     expected = torch.tensor([[s[0] / n, s[1] / n] for s, n in zip(sums, sizes)])
     torch.testing.assert_close(q.cluster_size, torch.tensor(sizes))
@@ -46,8 +50,7 @@ def test_eval_mode_and_gradients_leave_the_codebook_alone():
 
 
 def test_dead_codes_restart_from_batch_tokens():
-    q = create_quantizer("ema", codebook_size=8, dim=2, decay=0.9,
-                         dead_code_threshold=0.95)
+    q = create_quantizer("ema", codebook_size=8, dim=2, decay=0.9, dead_code_threshold=0.95)
     q.embedding.copy_(torch.randn(8, 2) + 100)  # far away: only the nearest code gets used
     q.embed_sum.copy_(q.embedding)
     z = torch.randn(1, 2, 4, 4)

@@ -30,10 +30,13 @@ def test_every_index_decodes_to_a_distinct_grid_point():
     assert codes.unique(dim=0).shape[0] == 60
 
 
-@pytest.mark.parametrize("params, message", [
-    (dict(codebook_size=65536), "codebook_size=65536 disagrees with levels"),
-    (dict(levels=[8, 1]), "every level must be an integer >= 2"),
-])
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        (dict(codebook_size=65536), "codebook_size=65536 disagrees with levels"),
+        (dict(levels=[8, 1]), "every level must be an integer >= 2"),
+    ],
+)
 def test_bad_levels(params, message):
     with pytest.raises(VQBenchError, match=message):
         create_quantizer("fsq", **params)

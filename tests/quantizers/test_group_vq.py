@@ -55,7 +55,8 @@ def test_eq5_a_loss_on_one_group_leaves_other_projectors_untouched(projector, sh
             p.add_(0.1 * torch.randn_like(p))
     group_of_code = q.group_of(torch.arange(256))
     own = (group_of_code == 3).nonzero().squeeze(1)
-    z = q.codebook().detach()[own].t().reshape(1, 8, 1, -1) + 1e-4 * torch.randn(1, 8, 1, own.numel())
+    z = q.codebook().detach()[own].t().reshape(1, 8, 1, -1)
+    z = z + 1e-4 * torch.randn_like(z)
     out = q(z)
     assert set(group_of_code[out.indices.reshape(-1)].tolist()) == {3}
     (out.loss + out.z_q.square().sum()).backward()
@@ -69,12 +70,12 @@ def test_unequal_group_sizes_in_the_independent_layout():
     q = build(codebook_size=100, groups=3, shared_core=False, group_sizes=[10, 30, 60])
     assert q.codebook().shape == (100, 8)
     assert q.group_of(torch.tensor([0, 9, 10, 39, 40, 99])).tolist() == [0, 0, 1, 1, 2, 2]
-    torch.testing.assert_close(q.codebook()[10:40],
-                               q.core[10:40] @ q.projector.weight[1] + q.projector.bias[1])
+    torch.testing.assert_close(
+        q.codebook()[10:40], q.core[10:40] @ q.projector.weight[1] + q.projector.bias[1]
+    )
     z = torch.randn(2, 8, 5, 5)
     with torch.no_grad():
-        assert_nearest(z.permute(0, 2, 3, 1).reshape(-1, 8), q.codebook(),
-                       q(z).indices.reshape(-1))
+        assert_nearest(z.permute(0, 2, 3, 1).reshape(-1, 8), q.codebook(), q(z).indices.reshape(-1))
 
 
 @pytest.mark.parametrize("shared_core", [True, False])
@@ -103,8 +104,9 @@ def test_extend_keeps_trained_codes_and_resample_draws_new_ones(shared_core):
     # Resampled codes come from the trained projectors: group j's codes are core @ W_j + b_j.
     members = (half.group_of(torch.arange(128)) == 2).nonzero().squeeze(1)
     core = half.core if shared_core else half.core[32 * 2 : 32 * 3]
-    torch.testing.assert_close(half.codebook()[members],
-                               core @ q.projector.weight[2] + q.projector.bias[2])
+    torch.testing.assert_close(
+        half.codebook()[members], core @ q.projector.weight[2] + q.projector.bias[2]
+    )
     # The extended quantizer still quantizes and round-trips.
     out = extended(torch.randn(1, 8, 4, 4))
     torch.testing.assert_close(extended.decode_indices(out.indices), out.z_q)
@@ -135,18 +137,27 @@ def test_core_is_seeded_and_persistent():
     assert "core" in build(groups=4).state_dict()
 
 
-@pytest.mark.parametrize("params, message", [
-    (dict(groups=7), "group_vq: groups=7 does not divide codebook_size=256; use a divisor such "
-                     "as 4"),
-    (dict(groups=0), "group_vq.groups=0 is invalid: Input should be greater than 0"),
-    (dict(groups=512), "group_vq: groups=512 exceeds codebook_size=256"),
-    (dict(rank=0), "group_vq.rank=0 is invalid"),
-    (dict(projector="conv"), "group_vq.projector='conv' is invalid: Input should be 'linear', "
-                             "'mlp' or 'linear+mlp'"),
-    (dict(group_sizes=[128, 128], groups=2), "group_vq: group_sizes needs shared_core=false"),
-    (dict(group_sizes=[100, 100], groups=2, shared_core=False), "must have groups=2 entries "
-                                                                "summing to codebook_size=256"),
-])
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        (
+            dict(groups=7),
+            "group_vq: groups=7 does not divide codebook_size=256; use a divisor such as 4",
+        ),
+        (dict(groups=0), "group_vq.groups=0 is invalid: Input should be greater than 0"),
+        (dict(groups=512), "group_vq: groups=512 exceeds codebook_size=256"),
+        (dict(rank=0), "group_vq.rank=0 is invalid"),
+        (
+            dict(projector="conv"),
+            "group_vq.projector='conv' is invalid: Input should be 'linear', 'mlp' or 'linear+mlp'",
+        ),
+        (dict(group_sizes=[128, 128], groups=2), "group_vq: group_sizes needs shared_core=false"),
+        (
+            dict(group_sizes=[100, 100], groups=2, shared_core=False),
+            "must have groups=2 entries summing to codebook_size=256",
+        ),
+    ],
+)
 def test_bad_parameters(params, message):
     with pytest.raises(VQBenchError) as err:
         build(**params)

@@ -76,8 +76,12 @@ def test_indices_are_nearest_codes(name):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_float32_under_bf16_autocast(name):
-    q = build(name).eval()
-    z = torch.randn(2, 16, 8, 8).bfloat16()
+    # Many codes, so that a bf16 distance (8-bit mantissa) would pick other codes than float32.
+    params = dict(SMALL_CONFIGS[name])
+    if name not in ("fsq", "lfq"):
+        params["codebook_size"] = 4096
+    q = create_quantizer(name, **params).eval()
+    z = torch.randn(4, 16, 16, 16).bfloat16()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = q(z)
     reference = q(z.float())  # same values, no autocast, float32 throughout

@@ -41,8 +41,9 @@ def test_codebook_entropy_is_not_the_per_bit_approximation():
 def test_loss_indices_and_gradient_equal_vector_quantize_pytorch():
     # Inputs small enough that every code probability stays above the reference's 1e-5 clamp.
     ours = create_quantizer("lfq", codebook_size=1024, dim=10).train()
-    reference = ReferenceLFQ(dim=10, codebook_size=1024, entropy_loss_weight=0.1,
-                             commitment_loss_weight=0.25).train()
+    reference = ReferenceLFQ(
+        dim=10, codebook_size=1024, entropy_loss_weight=0.1, commitment_loss_weight=0.25
+    ).train()
     z = (torch.randn(2, 10, 8, 8) * 5e-4).requires_grad_()
     z_ref = z.detach().clone().requires_grad_()
     out = ours(z)
@@ -67,6 +68,7 @@ def test_full_size_codebook_distribution_sums_to_one_without_a_full_table():
 
 @pytest.mark.parametrize("size", [1000, 3, 1])
 def test_codebook_size_must_be_a_power_of_two(size):
-    with pytest.raises(VQBenchError, match=f"lfq.codebook_size={size} is invalid: must be a "
-                                           "power of two"):
+    with pytest.raises(
+        VQBenchError, match=f"lfq.codebook_size={size} is invalid: must be a power of two"
+    ):
         create_quantizer("lfq", codebook_size=size)

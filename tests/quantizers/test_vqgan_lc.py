@@ -30,8 +30,11 @@ def test_init_from_data_clusters_features_into_the_frozen_codebook():
     features = torch.cat([q.extract_features(b) for b in image_batches()])
     # Every centre is the mean of the features nearest to it (a k-means fixed point), up to
     # MiniBatchKMeans' last partial update; compare with scikit-learn run the same way.
-    reference = MiniBatchKMeans(n_clusters=32, random_state=0, n_init=1, max_iter=20,
-                                batch_size=4096).fit(features.numpy()).cluster_centers_
+    reference = (
+        MiniBatchKMeans(n_clusters=32, random_state=0, n_init=1, max_iter=20, batch_size=4096)
+        .fit(features.numpy())
+        .cluster_centers_
+    )
     torch.testing.assert_close(q.features, torch.from_numpy(reference).float())
     assert not q.features.requires_grad
     assert "features" in q.state_dict()
@@ -42,8 +45,10 @@ def test_init_from_data_clusters_features_into_the_frozen_codebook():
 
 def test_too_few_features_for_the_codebook():
     q = create_quantizer("vqgan_lc", codebook_size=4096, dim=8)
-    with pytest.raises(VQBenchError, match="k-means needs at least as many features as codes: "
-                                           "512 features for 4096 codes"):
+    with pytest.raises(
+        VQBenchError,
+        match="k-means needs at least as many features as codes: 512 features for 4096 codes",
+    ):
         q.init_from_data(image_batches(n_batches=1))
 
 
@@ -51,8 +56,14 @@ def test_timm_extractor_loads_weights_from_a_local_file(tmp_path):
     model = timm.create_model("test_vit", pretrained=False, num_classes=0)
     weights = tmp_path / "test_vit.safetensors"
     save_file(model.state_dict(), str(weights))
-    q = create_quantizer("vqgan_lc", codebook_size=16, dim=8, extractor="test_vit",
-                         extractor_weights=str(weights), pool_to=2)
+    q = create_quantizer(
+        "vqgan_lc",
+        codebook_size=16,
+        dim=8,
+        extractor="test_vit",
+        extractor_weights=str(weights),
+        pool_to=2,
+    )
     extractor = q._extractor[0]
     assert torch.equal(extractor.state_dict()["cls_token"], model.state_dict()["cls_token"])
     assert q.features.shape[1] == model.num_features
@@ -63,11 +74,17 @@ def test_timm_extractor_loads_weights_from_a_local_file(tmp_path):
 
 def test_timm_extractor_without_weights_says_how_to_provide_them(tmp_path):
     with pytest.raises(VQBenchError) as err:
-        create_quantizer("vqgan_lc", codebook_size=16, dim=8, extractor="test_vit",
-                         extractor_weights=str(tmp_path / "missing.safetensors"))
+        create_quantizer(
+            "vqgan_lc",
+            codebook_size=16,
+            dim=8,
+            extractor="test_vit",
+            extractor_weights=str(tmp_path / "missing.safetensors"),
+        )
     message = str(err.value)
-    assert "vqgan_lc.extractor='test_vit' needs pretrained weights that could not be loaded" \
-        in message
+    assert (
+        "vqgan_lc.extractor='test_vit' needs pretrained weights that could not be loaded" in message
+    )
     assert "set extractor_weights" in message and "\n" not in message
 
 
