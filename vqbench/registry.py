@@ -73,7 +73,11 @@ def _load_entry_points() -> None:
 
 
 def load_plugin(module: str) -> None:
-    """Import a plugin module (dotted name or path to a .py file) so its quantizers register."""
+    """Import a plugin module (dotted name or path to a .py file) so its quantizers register.
+
+    Installed entry points load first, so a plugin that reuses a taken name is the one refused.
+    """
+    _load_entry_points()
     path = Path(module)
     try:
         if module.endswith(".py"):
