@@ -1,0 +1,127 @@
+"""One forward+backward step of a quantizer, for vqbench and for vector-quantize-pytorch.
+
+`build_step` returns a closure that runs one step on fixed random data: forward, a loss made of
+the quantizer's own loss plus a fixed projection of its output (standing in for the decoder),
+backward. `impl="floor"` is the one distance matmul `tokens x dim x codebook_size` alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+FSQ_LEVELS = {
+    1024: [8, 5, 5, 5],
+    8192: [8, 8, 8, 4, 4],
+    65536: [8, 8, 8, 5, 5, 5],
+    262144: [8, 8, 8, 8, 8, 8],
+}
+
+
+def _precision_context(device: torch.device, precision: str):
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _set_tf32(precision: str) -> None:
+    enabled = precision == "tf32"
+    torch.backends.cuda.matmul.allow_tf32 = enabled
+    torch.backends.cudnn.allow_tf32 = enabled
+
+
+def _vqbench_module(method: str, codebook_size: int, dim: int, params: dict):
+    from vqbench import create_quantizer
+
+    if method == "fsq":
+        return create_quantizer("fsq", levels=FSQ_LEVELS[codebook_size], dim=dim, **params)
+    return create_quantizer(method, codebook_size=codebook_size, dim=dim, **params)
+
+
+def _vqtorch_module(method: str, codebook_size: int, dim: int, params: dict):
+    """vector-quantize-pytorch's closest module, with the rotation trick off (plain STE)."""
+    import vector_quantize_pytorch as vq
+
+    if method == "ema":
+        return vq.VectorQuantize(
+            dim=dim,
+            codebook_size=codebook_size,
+            decay=0.99,
+            commitment_weight=0.25,
+            rotation_trick=False,
+        )
+    if method == "vanilla":
+        return vq.VectorQuantize(
+            dim=dim,
+            codebook_size=codebook_size,
+            ema_update=False,
+            learnable_codebook=True,
+            rotation_trick=False,
+        )
+    if method == "simvq":
+        return vq.SimVQ(dim=dim, codebook_size=codebook_size, rotation_trick=False)
+    if method == "lfq":
+        return vq.LFQ(
+            dim=dim,
+            codebook_size=codebook_size,
+            entropy_loss_weight=0.1,
+            commitment_loss_weight=0.25,
+        )
+    if method == "fsq":
+        return vq.FSQ(levels=FSQ_LEVELS[codebook_size], dim=dim)
+    raise ValueError(f"vector-quantize-pytorch has no '{method}' case here")
+
+
+def build_step(
+    impl: str,
+    method: str,
+    codebook_size: int,
+    tokens: int,
+    dim: int,
+    params: dict,
+    device: torch.device,
+    precision: str = "fp32",
+):
+    _set_tf32(precision)
+    generator = torch.Generator().manual_seed(0)
+    side = int(round(tokens**0.5))
+    if impl == "floor":
+        z = torch.randn(tokens, dim, generator=generator).to(device)
+        codes = torch.randn(codebook_size, dim, generator=generator).to(device)
+
+        def floor_step():
+            with torch.no_grad(), _precision_context(device, precision):
+                return z @ codes.t()
+
+        return floor_step
+
+    module = (
+        (_vqbench_module if impl == "vqbench" else _vqtorch_module)(
+            method, codebook_size, dim, params
+        )
+        .to(device)
+        .train()
+    )
+    # (B, dim, H, W) feature maps with B * H * W = tokens, as an encoder would give.
+    batch = max(1, tokens // (side * side))
+    z = torch.randn(batch, dim, side, side, generator=generator).to(device).requires_grad_()
+    upstream = torch.randn(batch, dim, side, side, generator=generator).to(device)
+
+    def step():
+        z.grad = None
+        module.zero_grad(set_to_none=True)
+        with _precision_context(device, precision):
+            if impl == "vqbench":
+                out = module(z)
+                z_q, loss = out.z_q, out.loss
+            else:
+                result = module(z)
+                z_q = result[0]
+                loss = result[-1] if method not in ("fsq",) else z_q.new_zeros(())
+                if method == "simvq":
+                    loss = result[2]
+        total = (z_q.float() * upstream).mean() + loss.float().sum()
+        total.backward()
+
+    return step
