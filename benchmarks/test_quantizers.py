@@ -1,0 +1,104 @@
+"""Forward+backward of every quantizer at the paper's scale, beside vector-quantize-pytorch.
+
+Run with `tox -e bench` (or `pytest benchmarks --benchmark-only -o addopts=`); then
+`python benchmarks/write_results.py benchmarks/results.json` writes `benchmarks/RESULTS.md`.
+Time is measured in this process by pytest-benchmark; peak extra memory in a fresh process per
+case (`measure.py`), and stored in each case's `extra_info`. Nothing here asserts a time.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from cases import build_step
+
+TOKENS, DIM = 8192, 128
+SIZES = [1024, 8192, 65536, 262144]
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+PRECISIONS = ["fp32", "tf32", "bf16"] if DEVICE.type == "cuda" else ["fp32"]
+MEASURE = Path(__file__).resolve().parent / "measure.py"
+
+
+def case_list():
+    cases = []
+    for size in SIZES:
+        cases.append(("floor", "matmul", size, {}))
+        for method in ("vanilla", "ema", "simvq", "fc"):
+            cases.append(("vqbench", method, size, {}))
+        cases.append(("vqbench", "group_vq", size, {"groups": 64}))
+    for groups in (1, 16, 1024):
+        cases.append(("vqbench", "group_vq", 65536, {"groups": groups}))
+    cases.append(("vqbench", "lfq", 65536, {}))
+    cases.append(("vqbench", "fsq", 65536, {}))
+    for method in ("ema", "vanilla", "simvq", "lfq", "fsq"):
+        cases.append(("vqtorch", method, 65536, {}))
+    return cases
+
+
+def case_id(case):
+    impl, method, size, params = case
+    extra = "".join(f"-{k}{v}" for k, v in params.items())
+    return f"{impl}-{method}{extra}-{size}"
+
+
+def peak_extra_memory(impl, method, size, params, precision) -> float:
+    cmd = [
+        sys.executable,
+        str(MEASURE),
+        "--impl",
+        impl,
+        "--method",
+        method,
+        "--codebook-size",
+        str(size),
+        "--tokens",
+        str(TOKENS),
+        "--dim",
+        str(DIM),
+        "--device",
+        DEVICE.type,
+        "--precision",
+        precision,
+        "--repeats",
+        "1",
+    ]
+    for key, value in params.items():
+        cmd += ["--param", f"{key}={json.dumps(value)}"]
+    result = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return json.loads(result.stdout.strip().splitlines()[-1])["peak_extra_mib"]
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("case", case_list(), ids=case_id)
+def test_forward_backward(benchmark, case, precision):
+    impl, method, size, params = case
+    if impl == "floor" and size > 65536:
+        pytest.skip("the floor at 262,144 codes would hold an 8 GiB product; see RESULTS.md")
+    step = build_step(impl, method, size, TOKENS, DIM, params, DEVICE, precision)
+    slow = impl == "vqtorch" and DEVICE.type == "cpu"
+    benchmark.group = f"{size} codes, {precision}"
+    benchmark.extra_info.update(
+        {
+            "impl": impl,
+            "method": method,
+            "codebook_size": size,
+            "params": params,
+            "tokens": TOKENS,
+            "dim": DIM,
+            "device": DEVICE.type,
+            "precision": precision,
+            "threads": torch.get_num_threads(),
+        }
+    )
+    benchmark.pedantic(
+        step, rounds=1 if slow else 3, warmup_rounds=1, iterations=1 if DEVICE.type == "cpu" else 10
+    )
+    del step
+    benchmark.extra_info["peak_extra_mib"] = peak_extra_memory(
+        impl, method, size, params, precision
+    )

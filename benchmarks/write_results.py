@@ -1,0 +1,226 @@
+"""Write benchmarks/RESULTS.md (tables and a plot) from a pytest-benchmark JSON file.
+
+python benchmarks/write_results.py benchmarks/results.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+from collections import defaultdict
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from tabulate import tabulate  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+SPEEDUP_TARGETS = {"ema": 5.0, "simvq": 2.0, "vanilla": 2.0, "lfq": 50.0}
+EXPLICIT = ("vanilla", "ema", "simvq", "fc", "group_vq")
+
+
+def load(path: Path) -> tuple[dict, list[dict]]:
+    data = json.loads(path.read_text())
+    rows = []
+    for bench in data["benchmarks"]:
+        info = dict(bench["extra_info"])
+        info["seconds"] = bench["stats"]["median"]
+        info["rounds"] = bench["stats"]["rounds"]
+        rows.append(info)
+    return data["machine_info"], rows
+
+
+def key(row) -> tuple:
+    return (
+        row["impl"],
+        row["method"],
+        row["codebook_size"],
+        json.dumps(row["params"]),
+        row["precision"],
+    )
+
+
+def label(row) -> str:
+    extra = ", ".join(f"{k}={v}" for k, v in row["params"].items())
+    return f"{row['method']} ({extra})" if extra else row["method"]
+
+
+def mark(ok: bool) -> str:
+    return "yes" if ok else "**no**"
+
+
+def main_table(rows, precision) -> str:
+    by_key = {key(r): r for r in rows}
+    floor = by_key.get(("floor", "matmul", 65536, "{}", precision))
+    out = []
+    for r in rows:
+        if r["impl"] != "vqbench" or r["codebook_size"] != 65536 or r["precision"] != precision:
+            continue
+        ref = (
+            by_key.get(("vqtorch", r["method"], 65536, "{}", precision))
+            if not r["params"]
+            else None
+        )
+        speedup = ref["seconds"] / r["seconds"] if ref else None
+        target = SPEEDUP_TARGETS.get(r["method"]) if ref else None
+        to_floor = r["seconds"] / floor["seconds"] if floor and r["method"] in EXPLICIT else None
+        out.append(
+            [
+                label(r),
+                f"{r['seconds']:.3f}",
+                f"{r['peak_extra_mib']:.0f}",
+                f"{ref['seconds']:.3f}" if ref else "-",
+                f"{ref['peak_extra_mib']:.0f}" if ref else "-",
+                f"{speedup:.1f}x" if speedup else "-",
+                f"{target:g}x: {mark(speedup >= target)}" if target else "-",
+                f"{to_floor:.2f}: {mark(to_floor <= 1.3)}" if to_floor else "-",
+                mark(r["peak_extra_mib"] < 1024),
+            ]
+        )
+    headers = [
+        "quantizer",
+        "vqbench s",
+        "vqbench MiB",
+        "v-q-p s",
+        "v-q-p MiB",
+        "speed-up",
+        "speed-up target met",
+        "time / floor (<= 1.3)",
+        "memory < 1 GiB",
+    ]
+    floor_line = (
+        f"Floor (one {rows[0]['tokens']} x {rows[0]['dim']} x 65,536 fp32 matmul "
+        f"alone): {floor['seconds']:.3f} s, {floor['peak_extra_mib']:.0f} MiB."
+        if floor
+        else ""
+    )
+    return tabulate(out, headers=headers, tablefmt="github") + "\n\n" + floor_line
+
+
+def groups_table(rows, precision) -> str:
+    group_rows = sorted(
+        (
+            r
+            for r in rows
+            if r["method"] == "group_vq"
+            and r["codebook_size"] == 65536
+            and r["precision"] == precision
+        ),
+        key=lambda r: r["params"]["groups"],
+    )
+    if not group_rows:
+        return ""
+    base = next((r for r in group_rows if r["params"]["groups"] == 1), group_rows[0])
+    out = [
+        [
+            r["params"]["groups"],
+            f"{r['seconds']:.3f}",
+            f"{r['seconds'] / base['seconds']:.2f}",
+            f"{r['peak_extra_mib']:.0f}",
+        ]
+        for r in group_rows
+    ]
+    worst = max(r["seconds"] for r in group_rows) / base["seconds"]
+    return (
+        tabulate(out, headers=["groups", "seconds", "ratio to k=1", "MiB"], tablefmt="github")
+        + f"\n\nLargest ratio to k = 1: {worst:.2f} (target <= 1.2: {mark(worst <= 1.2)})."
+    )
+
+
+def scaling_table(rows, precision) -> tuple[str, dict]:
+    series = defaultdict(dict)
+    for r in rows:
+        if (
+            r["impl"] in ("vqbench", "floor")
+            and r["precision"] == precision
+            and (r["method"] != "group_vq" or r["params"].get("groups") == 64)
+        ):
+            if r["method"] in EXPLICIT or r["impl"] == "floor":
+                series[label(r) if r["impl"] == "vqbench" else "floor (matmul)"][
+                    r["codebook_size"]
+                ] = r
+    sizes = sorted({s for v in series.values() for s in v})
+    out = []
+    for name, points in sorted(series.items()):
+        row = [name] + [f"{points[s]['seconds']:.3f}" if s in points else "-" for s in sizes]
+        if 8192 in points and 262144 in points:
+            per_code = [points[s]["seconds"] / s for s in (8192, 262144)]
+            row.append(f"{per_code[1] / per_code[0]:.2f}")
+        else:
+            row.append("-")
+        out.append(row)
+    headers = (
+        ["quantizer"]
+        + [f"{s:,} codes (s)" for s in sizes]
+        + ["time per code, 262,144 vs 8,192 (1.0 = linear)"]
+    )
+    return tabulate(out, headers=headers, tablefmt="github"), series
+
+
+def plot(series, path: Path) -> None:
+    fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(11, 4))
+    for name, points in sorted(series.items()):
+        sizes = sorted(points)
+        ax_t.plot(sizes, [points[s]["seconds"] for s in sizes], marker="o", label=name)
+        ax_m.plot(sizes, [points[s]["peak_extra_mib"] for s in sizes], marker="o", label=name)
+    for ax, ylabel in ((ax_t, "seconds per forward+backward"), (ax_m, "peak extra MiB")):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("codebook size")
+        ax.set_ylabel(ylabel)
+        ax.grid(True, which="both", alpha=0.3)
+    ax_t.legend(fontsize=8)
+    fig.suptitle("8,192 tokens x dim 128")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("results", type=Path)
+    parser.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
+    args = parser.parse_args()
+    machine, rows = load(args.results)
+    cpu = machine.get("cpu", {}).get("brand_raw") or platform.processor() or "unknown CPU"
+    device = rows[0]["device"]
+    lines = [
+        "# Quantizer benchmarks",
+        "",
+        f"Written by `benchmarks/write_results.py` from `{args.results.name}`. Machine: {cpu}, "
+        f"{rows[0]['threads']} torch threads, device `{device}`, Python "
+        f"{machine.get('python_version')}. One forward+backward at {rows[0]['tokens']:,} tokens "
+        f"x dim {rows[0]['dim']} (median of the rounds; vector-quantize-pytorch (v-q-p) cases "
+        "on CPU run one round after a warm-up). Peak extra memory: the peak resident memory of "
+        "a fresh process over its level just before the first step (CPU), or "
+        "`max_memory_allocated` over the allocation before the step (CUDA).",
+    ]
+    for precision in sorted({r["precision"] for r in rows}):
+        scaling, series = scaling_table(rows, precision)
+        plot_name = f"RESULTS-{precision}.png"
+        plot(series, args.out.parent / plot_name)
+        lines += [
+            "",
+            f"## 65,536 codes, {precision}",
+            "",
+            main_table(rows, precision),
+            "",
+            "### Group-VQ against the number of groups",
+            "",
+            groups_table(rows, precision),
+            "",
+            "### Cost against codebook size",
+            "",
+            scaling,
+            "",
+            f"![time and memory against codebook size]({plot_name})",
+        ]
+    args.out.write_text("\n".join(lines) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
