@@ -20,7 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from vqbench import lfq_entropy
-from vqbench.quantizer import Quantizer, QuantizerParams, TokenQuantization, straight_through
+from vqbench.estimator import straight_through
+from vqbench.quantizer import Quantizer, QuantizerParams, TokenQuantization
 from vqbench.registry import register_quantizer
 
 

@@ -8,12 +8,15 @@ from vqbench import registry
 
 @pytest.fixture
 def clean_registry():
-    """Restore the registry after a test that registers quantizers of its own."""
-    registry.list_quantizers()
-    saved = dict(registry._REGISTRY)
+    """Restore the registries after a test that registers plugins of its own."""
+    saved = {}
+    for reg in (registry.QUANTIZERS, registry.ESTIMATORS):
+        reg.load_entry_points()
+        saved[reg] = dict(reg._classes)
     yield registry
-    registry._REGISTRY.clear()
-    registry._REGISTRY.update(saved)
+    for reg, classes in saved.items():
+        reg._classes.clear()
+        reg._classes.update(classes)
 
 
 @pytest.fixture(autouse=True)

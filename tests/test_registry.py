@@ -6,13 +6,13 @@ import torch
 from tests.helpers import SMALL_CONFIGS
 from vqbench import VQBenchError, create_quantizer, list_quantizers, register_quantizer
 from vqbench.quantizer import ExplicitCodebookQuantizer
-from vqbench.registry import ENTRY_POINT_GROUP, load_plugin
+from vqbench.registry import QUANTIZERS, load_plugin
 
 BUILT_INS = {"vanilla", "ema", "fc", "fsq", "lfq", "vqgan_lc", "simvq", "group_vq"}
 
 
 def test_built_ins_are_declared_as_entry_points_and_registered():
-    declared = {ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    declared = {ep.name for ep in entry_points(group=QUANTIZERS.group)}
     assert BUILT_INS <= declared
     assert BUILT_INS <= set(list_quantizers())
     for name in BUILT_INS:

@@ -11,7 +11,13 @@ from tabulate import tabulate
 
 from vqbench import __version__
 from vqbench.errors import VQBenchError
-from vqbench.registry import get_quantizer_class, list_quantizers, load_plugin
+from vqbench.registry import (
+    get_estimator_class,
+    get_quantizer_class,
+    list_estimators,
+    list_quantizers,
+    load_plugin,
+)
 
 
 def _first_doc_line(obj: object) -> str:
@@ -19,9 +25,11 @@ def _first_doc_line(obj: object) -> str:
     return doc.strip().splitlines()[0] if doc.strip() else ""
 
 
-def _parameter_summary(cls) -> str:
+def _parameter_summary(cls, skip=("estimator", "estimator_params")) -> str:
     fields = cls.Params.model_fields
-    return ", ".join(f"{name}={field.default!r}" for name, field in fields.items())
+    return ", ".join(
+        f"{name}={field.default!r}" for name, field in fields.items() if name not in skip
+    )
 
 
 def quantizer_table() -> str:
@@ -39,8 +47,27 @@ def quantizer_table() -> str:
     )
 
 
+def estimator_table() -> str:
+    """The estimators `vqbench list` prints; any explicit-codebook quantizer takes any of them
+    as `estimator: NAME` with `estimator_params: {...}`."""
+    rows = []
+    for name in list_estimators():
+        cls = get_estimator_class(name)
+        rows.append([name, _parameter_summary(cls), _first_doc_line(cls)])
+    return tabulate(
+        rows,
+        headers=["estimator", "parameters", "description"],
+        tablefmt="github",
+        maxcolwidths=[None, 50, 60],
+    )
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     print(quantizer_table())
+    print()
+    print("Gradient estimators (quantizer parameter `estimator`; explicit codebooks only):")
+    print()
+    print(estimator_table())
     return 0
 
 
@@ -62,9 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="import MODULE (dotted name or .py file) to register more quantizers; repeatable",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.add_parser("list", help="list registered quantizers and their parameters").set_defaults(
-        func=cmd_list
-    )
+    sub.add_parser(
+        "list", help="list quantizers and gradient estimators with their parameters"
+    ).set_defaults(func=cmd_list)
     for name, text in [
         ("run", "run a suite of trainings and write the report"),
         ("train", "train one run from a config file"),

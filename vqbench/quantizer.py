@@ -18,13 +18,21 @@ import torch.nn.functional as F
 from torch import nn
 
 from vqbench.errors import VQBenchError
+from vqbench.estimator import Estimator
+from vqbench.params import PluginParams, validate_params
+from vqbench.registry import create_estimator
 from vqbench.search import nearest_code
 
 
-class QuantizerParams(pydantic.BaseModel):
-    """Declared parameters of a quantizer. Subclasses add fields with defaults and constraints."""
+class QuantizerParams(PluginParams):
+    """Declared parameters of a quantizer. Subclasses add fields with defaults and constraints.
 
-    model_config = pydantic.ConfigDict(extra="forbid", frozen=True, strict=False)
+    `estimator` names the gradient estimator (`vqbench list` shows them) and `estimator_params`
+    its parameters; implicit quantizers (FSQ, LFQ) take `ste` only.
+    """
+
+    estimator: str = "ste"
+    estimator_params: dict[str, Any] = {}
 
     def lookup_bytes(self) -> int:
         """Bytes of the largest tensor the codebook needs; checked before anything is allocated."""
@@ -64,18 +72,6 @@ def _physical_memory_bytes() -> int:
         return 2**40
 
 
-def _format_validation_error(name: str, err: pydantic.ValidationError) -> str:
-    first = err.errors()[0]
-    field_name = ".".join(str(p) for p in first["loc"]) or "parameters"
-    if first["type"] == "extra_forbidden":
-        return f"{name}: unknown parameter '{field_name}'"
-    value = first.get("input")
-    msg = first["msg"].removeprefix("Value error, ")
-    if not first["loc"]:  # a model-level check: its message already names the fields
-        return f"{name}: {msg}"
-    return f"{name}.{field_name}={value!r} is invalid: {msg}"
-
-
 class Quantizer(nn.Module):
     """Base class of every quantizer.
 
@@ -92,15 +88,13 @@ class Quantizer(nn.Module):
     def __init__(self, **params: Any) -> None:
         super().__init__()
         self.params = self.validate_params(**params)
+        self.estimator = self.build_estimator()
 
     # ---- parameters ---------------------------------------------------------------------
     @classmethod
     def validate_params(cls, **params: Any) -> QuantizerParams:
         """Validate keyword parameters; raise `VQBenchError` with one line on bad input."""
-        try:
-            validated = cls.Params(**params)
-        except pydantic.ValidationError as err:
-            raise VQBenchError(_format_validation_error(cls.name, err)) from None
+        validated = validate_params(cls.name, cls.Params, params)
         needed, available = validated.lookup_bytes(), _physical_memory_bytes()
         if needed > available // 2:
             raise VQBenchError(
@@ -108,6 +102,19 @@ class Quantizer(nn.Module):
                 f"this machine's {available / 2**30:.1f} GiB; use a smaller codebook_size or dim"
             )
         return validated
+
+    def build_estimator(self) -> Estimator:
+        """The gradient estimator named by the parameters (implicit quantizers: `ste` only)."""
+        p = self.params
+        if not self.explicit_codebook and p.estimator != "ste":
+            raise VQBenchError(
+                f"{self.name}.estimator='{p.estimator}' is not supported: implicit-codebook "
+                f"quantizers take 'ste' only; drop the estimator or use an explicit codebook"
+            )
+        try:
+            return create_estimator(p.estimator, **p.estimator_params)
+        except VQBenchError as err:
+            raise VQBenchError(f"{self.name}.estimator: {err}") from None
 
     @property
     def codebook_size(self) -> int:
@@ -158,11 +165,6 @@ class Quantizer(nn.Module):
 
 
 # ---- shared pieces of explicit-codebook quantizers ------------------------------------------
-def straight_through(z: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-    """Straight-through estimator: the value of `q`, the gradient of `z` (`z + sg(q - z)`)."""
-    return z + (q - z).detach()
-
-
 def codebook_and_commitment_loss(
     z: torch.Tensor, q: torch.Tensor, *, codebook_weight: float, beta: float
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -193,20 +195,21 @@ class ExplicitCodebookParams(QuantizerParams):
 class ExplicitCodebookQuantizer(Quantizer):
     """A quantizer that picks, for each token, the nearest row of `codebook()`.
 
-    Subclasses provide `codebook()`; the lookup, loss and straight-through estimator are shared.
+    Subclasses provide `codebook()`; the lookup, the loss and the gradient estimator (`ste` by
+    default, any registered estimator by name) are shared.
     """
 
     explicit_codebook: ClassVar[bool] = True
     Params: ClassVar[type[QuantizerParams]] = ExplicitCodebookParams
 
     def lookup(self, z: torch.Tensor, codes: torch.Tensor) -> TokenQuantization:
-        """Nearest code for each token of `z` (both in the lookup space), loss and STE."""
+        """Nearest code for each token of `z` (both in the lookup space), loss, estimator."""
         indices = nearest_code(z, codes)
         q = F.embedding(indices, codes)
         loss, terms = codebook_and_commitment_loss(
             z, q, codebook_weight=self.params.codebook_weight, beta=self.params.beta
         )
-        return TokenQuantization(straight_through(z, q), indices, loss, terms)
+        return TokenQuantization(self.estimator(z, q), indices, loss, terms)
 
     def quantize_tokens(self, z: torch.Tensor) -> TokenQuantization:
         return self.lookup(z, self.codebook())
