@@ -33,6 +33,17 @@ def case_list():
         cases.append(("vqbench", "group_vq", size, {"groups": 64}))
     for groups in (1, 16, 1024):
         cases.append(("vqbench", "group_vq", 65536, {"groups": groups}))
+    for method in ("vanilla", "simvq", "group_vq"):
+        extra = {"groups": 64} if method == "group_vq" else {}
+        cases.append(("vqbench", method, 65536, {**extra, "estimator": "rotation"}))
+        cases.append(
+            (
+                "vqbench",
+                method,
+                65536,
+                {**extra, "estimator": "radius", "estimator_params": {"radius": "clipped"}},
+            )
+        )
     cases.append(("vqbench", "lfq", 65536, {}))
     cases.append(("vqbench", "fsq", 65536, {}))
     for method in ("ema", "vanilla", "simvq", "lfq", "fsq"):
@@ -42,7 +53,7 @@ def case_list():
 
 def case_id(case):
     impl, method, size, params = case
-    extra = "".join(f"-{k}{v}" for k, v in params.items())
+    extra = "".join(f"-{k}{v}" for k, v in params.items() if k != "estimator_params")
     return f"{impl}-{method}{extra}-{size}"
 
 

@@ -48,6 +48,11 @@ def label(row) -> str:
     return f"{row['method']} ({extra})" if extra else row["method"]
 
 
+def plain(row) -> bool:
+    """A row with the default (straight-through) estimator."""
+    return "estimator" not in row["params"]
+
+
 def mark(ok: bool) -> str:
     return "yes" if ok else "**no**"
 
@@ -57,7 +62,12 @@ def main_table(rows, precision) -> str:
     floor = by_key.get(("floor", "matmul", 65536, "{}", precision))
     out = []
     for r in rows:
-        if r["impl"] != "vqbench" or r["codebook_size"] != 65536 or r["precision"] != precision:
+        if (
+            r["impl"] != "vqbench"
+            or r["codebook_size"] != 65536
+            or r["precision"] != precision
+            or not plain(r)
+        ):
             continue
         ref = (
             by_key.get(("vqtorch", r["method"], 65536, "{}", precision))
@@ -158,6 +168,49 @@ def scaling_table(rows, precision) -> tuple[str, dict]:
         + ["time per code, 262,144 vs 8,192 (1.0 = linear)"]
     )
     return tabulate(out, headers=headers, tablefmt="github"), series
+
+
+def estimator_table(rows, precision) -> str:
+    by_key = {key(r): r for r in rows}
+    out = []
+    for r in rows:
+        if r["precision"] != precision or plain(r) or r["impl"] != "vqbench":
+            continue
+        base_params = {k: v for k, v in r["params"].items() if not k.startswith("estimator")}
+        base = by_key.get(
+            ("vqbench", r["method"], r["codebook_size"], json.dumps(base_params), precision)
+        )
+        if base is None:
+            continue
+        overhead = r["seconds"] / base["seconds"] - 1
+        name = r["params"]["estimator"] + "".join(
+            f" {v}" for v in r["params"].get("estimator_params", {}).values()
+        )
+        target = f"{mark(overhead < 0.10)}" if r["params"]["estimator"] == "rotation" else "-"
+        out.append(
+            [
+                r["method"],
+                name,
+                f"{base['seconds']:.3f}",
+                f"{r['seconds']:.3f}",
+                f"{100 * overhead:+.1f}%",
+                target,
+                f"{r['peak_extra_mib']:.0f}",
+            ]
+        )
+    return tabulate(
+        out,
+        headers=[
+            "quantizer",
+            "estimator",
+            "ste s",
+            "estimator s",
+            "overhead",
+            "rotation < 10%",
+            "MiB",
+        ],
+        tablefmt="github",
+    )
 
 
 def plot(series, path: Path) -> None:
