@@ -50,6 +50,7 @@ def _vqtorch_module(method: str, codebook_size: int, dim: int, params: dict):
             decay=0.99,
             commitment_weight=0.25,
             rotation_trick=False,
+            accept_image_fmap=True,
         )
     if method == "vanilla":
         return vq.VectorQuantize(
@@ -58,9 +59,12 @@ def _vqtorch_module(method: str, codebook_size: int, dim: int, params: dict):
             ema_update=False,
             learnable_codebook=True,
             rotation_trick=False,
+            accept_image_fmap=True,
         )
     if method == "simvq":
-        return vq.SimVQ(dim=dim, codebook_size=codebook_size, rotation_trick=False)
+        return vq.SimVQ(
+            dim=dim, codebook_size=codebook_size, rotation_trick=False, channel_first=True
+        )
     if method == "lfq":
         return vq.LFQ(
             dim=dim,
@@ -85,7 +89,8 @@ def build_step(
 ):
     _set_tf32(precision)
     generator = torch.Generator().manual_seed(0)
-    side = int(round(tokens**0.5))
+    # The paper's latents are 16 x 16; a batch of them gives the token count (32 -> 8,192).
+    side = 16 if tokens % 256 == 0 else int(tokens**0.5)
     if impl == "floor":
         z = torch.randn(tokens, dim, generator=generator).to(device)
         codes = torch.randn(codebook_size, dim, generator=generator).to(device)
@@ -104,7 +109,7 @@ def build_step(
         .train()
     )
     # (B, dim, H, W) feature maps with B * H * W = tokens, as an encoder would give.
-    batch = max(1, tokens // (side * side))
+    batch = tokens // (side * side)
     z = torch.randn(batch, dim, side, side, generator=generator).to(device).requires_grad_()
     upstream = torch.randn(batch, dim, side, side, generator=generator).to(device)
 

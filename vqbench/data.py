@@ -1,0 +1,264 @@
+"""Datasets: image folders (ImageNet, COCO, any tree of images) and the embedded photos.
+
+Both yield float32 `(3, res, res)` images in [-1, 1] (`x / 127.5 - 1`), with the protocol's
+transforms (SPEC section 1): train `Resize(res)` on the shorter side + `RandomCrop(res)`, no
+flip; validation `Resize(res)` + `CenterCrop(res)`.
+"""
+
+from __future__ import annotations
+
+import random
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from vqbench.errors import VQBenchError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
+
+# Photos bundled in the scikit-image wheel (SPEC section 5), split by source photo so that no
+# validation crop shares a photo with training. `motorcycle_*` and the like are downloaded by
+# scikit-image and therefore not used.
+EMBEDDED_TRAIN = (
+    "astronaut",
+    "chelsea",
+    "hubble_deep_field",
+    "immunohistochemistry",
+    "retina",
+    "camera",
+    "moon",
+    "brick",
+    "grass",
+    "clock",
+    "page",
+    "text",
+    "cell",
+)
+EMBEDDED_VAL = ("coffee", "rocket", "coins", "gravel")
+
+
+def to_model_range(image_uint8: torch.Tensor) -> torch.Tensor:
+    """uint8 `(..., 3, H, W)` to float32 in [-1, 1]: `x / 127.5 - 1`."""
+    return image_uint8.float() / 127.5 - 1.0
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] floats to uint8 (clamped and rounded): the form FID and the reports take."""
+    return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
+def check_resolution(resolution: int, downsampling: int) -> None:
+    if resolution <= 0 or resolution % downsampling:
+        nearest = max(1, resolution // downsampling) * downsampling
+        raise VQBenchError(
+            f"data.resolution={resolution} is not a positive multiple of the model's "
+            f"downsampling factor {downsampling}; use e.g. {nearest}"
+        )
+
+
+def _transform(train: bool, resolution: int):
+    from torchvision.transforms import v2
+
+    crop = v2.RandomCrop(resolution) if train else v2.CenterCrop(resolution)
+    return v2.Compose([v2.PILToTensor(), v2.Resize(resolution, antialias=True), crop])
+
+
+def list_images(root: Path) -> list[Path]:
+    """Every image under `root`, recursively, sorted (relative order is the file-list order)."""
+    return sorted(
+        p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
+    )
+
+
+class ImageFolder(Dataset):
+    """A folder of images listed recursively (ImageNet `train/<synset>/*.JPEG`, COCO `train2017/`).
+
+    No label files are needed. `file_list` (one path relative to `root` per line) selects a
+    subset. Unreadable images are skipped with a warning and counted in `skipped`; the next
+    readable image stands in, so an epoch never crashes on one bad file.
+    """
+
+    def __init__(
+        self, root: str | Path, resolution: int, train: bool, file_list: str | Path | None = None
+    ) -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise VQBenchError(
+                f"dataset folder '{self.root}' does not exist; set data.root to "
+                f"a folder of images (e.g. ImageNet's train/ or val/)"
+            )
+        if file_list is not None:
+            list_path = Path(file_list)
+            if not list_path.is_file():
+                raise VQBenchError(
+                    f"file list '{list_path}' does not exist; write one with "
+                    f"vqbench.data.write_balanced_subset or drop data.file_list"
+                )
+            lines = [line.strip() for line in list_path.read_text().splitlines()]
+            self.paths = [self.root / line for line in lines if line]
+        else:
+            self.paths = list_images(self.root)
+        if not self.paths:
+            raise VQBenchError(
+                f"dataset folder '{self.root}' holds no images "
+                f"({', '.join(IMAGE_EXTENSIONS)}); check data.root"
+            )
+        self.transform = _transform(train, resolution)
+        self.skipped = 0
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def load(self, index: int) -> torch.Tensor:
+        from PIL import Image
+
+        with Image.open(self.paths[index]) as image:
+            return to_model_range(self.transform(image.convert("RGB")))
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        for attempt in range(len(self.paths)):
+            i = (index + attempt) % len(self.paths)
+            try:
+                return self.load(i)
+            except (OSError, ValueError) as err:
+                self.skipped += 1
+                warnings.warn(
+                    f"skipping unreadable image {self.paths[i]} ({err}); "
+                    f"{self.skipped} skipped so far",
+                    stacklevel=2,
+                )
+        raise VQBenchError(f"no image under '{self.root}' could be read")
+
+
+def write_balanced_subset(
+    root: str | Path, fraction: float, out_file: str | Path, seed: int = 0
+) -> int:
+    """Write a seeded, class-balanced subset list (the paper's 20% / 25% of ImageNet).
+
+    A class is an image's parent folder; each class keeps `round(fraction * n)` of its images
+    (at least one). Returns the number of images listed.
+    """
+    root = Path(root)
+    if not 0 < fraction <= 1:
+        raise VQBenchError(f"subset fraction={fraction} must be in (0, 1], e.g. 0.2")
+    by_class: dict[Path, list[Path]] = {}
+    for path in list_images(root):
+        by_class.setdefault(path.parent, []).append(path)
+    if not by_class:
+        raise VQBenchError(f"dataset folder '{root}' holds no images; check the path")
+    rng = random.Random(seed)
+    chosen = []
+    for folder in sorted(by_class):
+        paths = by_class[folder]
+        keep = max(1, round(fraction * len(paths)))
+        chosen += sorted(rng.sample(paths, keep))
+    Path(out_file).write_text("".join(f"{p.relative_to(root).as_posix()}\n" for p in chosen))
+    return len(chosen)
+
+
+def _embedded_photo(name: str) -> np.ndarray:
+    import skimage.data
+
+    image = getattr(skimage.data, name)()
+    if image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=2)
+    return image[..., :3]
+
+
+class EmbeddedPhotos(Dataset):
+    """Crops of the real photos bundled with scikit-image: a download-free dataset.
+
+    Each crop takes a random square of side between `resolution` and the photo's shorter side,
+    resized to `resolution` (so scale varies); train and validation come from disjoint photos
+    and are fixed for a seed. All crops are made once, as uint8, at construction.
+    """
+
+    def __init__(
+        self, resolution: int, train: bool, size: int | None = None, seed: int = 0
+    ) -> None:
+        import torch.nn.functional as F
+
+        names = EMBEDDED_TRAIN if train else EMBEDDED_VAL
+        size = size if size is not None else (2048 if train else 256)
+        if size <= 0:
+            raise VQBenchError(f"embedded dataset size={size} must be positive")
+        generator = torch.Generator().manual_seed(seed * 2 + int(train))
+        photos = [torch.from_numpy(_embedded_photo(n)).permute(2, 0, 1) for n in names]
+        crops = torch.empty(size, 3, resolution, resolution, dtype=torch.uint8)
+        for i in range(size):
+            photo = photos[int(torch.randint(len(photos), (1,), generator=generator))]
+            h, w = photo.shape[1:]
+            side = int(
+                torch.randint(min(resolution, h, w), min(h, w) + 1, (1,), generator=generator)
+            )
+            top = int(torch.randint(h - side + 1, (1,), generator=generator))
+            left = int(torch.randint(w - side + 1, (1,), generator=generator))
+            patch = photo[:, top : top + side, left : left + side].unsqueeze(0).float()
+            resized = F.interpolate(
+                patch,
+                size=(resolution, resolution),
+                mode="bilinear",
+                antialias=True,
+                align_corners=False,
+            )
+            crops[i] = resized[0].round().clamp(0, 255).to(torch.uint8)
+        self.images = crops
+        self.names = names
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return to_model_range(self.images[index])
+
+
+def build_dataset(
+    kind: str,
+    *,
+    resolution: int,
+    train: bool,
+    root: str | None = None,
+    file_list: str | None = None,
+    size: int | None = None,
+    seed: int = 0,
+):
+    if kind == "embedded":
+        return EmbeddedPhotos(resolution, train, size=size, seed=seed)
+    if kind == "imagefolder":
+        if root is None:
+            raise VQBenchError(
+                "data.root is required for kind 'imagefolder'; set it to a folder of images"
+            )
+        return ImageFolder(root, resolution, train, file_list=file_list)
+    raise VQBenchError(f"unknown dataset kind '{kind}'; use 'embedded' or 'imagefolder'")
+
+
+def build_loader(
+    dataset: Dataset,
+    *,
+    batch_size: int,
+    train: bool,
+    workers: int = 0,
+    seed: int = 0,
+    device: torch.device | None = None,
+    distributed: bool = False,
+) -> DataLoader:
+    """A DataLoader with a `DistributedSampler` under torchrun and pinned memory on CUDA."""
+    sampler = None
+    if distributed:
+        sampler = DistributedSampler(dataset, shuffle=train, seed=seed, drop_last=train)
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=train and sampler is None,
+        sampler=sampler,
+        num_workers=workers,
+        drop_last=train,
+        pin_memory=device is not None and device.type == "cuda",
+        generator=generator,
+        persistent_workers=workers > 0,
+    )

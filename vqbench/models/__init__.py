@@ -1,0 +1,98 @@
+"""Autoencoders: an encoder, any registered quantizer, a decoder.
+
+Presets (`build_autoencoder`):
+* `vqgan`: SimVQ's conv network, ch 128, ch_mult [1, 2, 2, 4], 2 ResBlocks per level, no
+  attention: 128 x 128 images -> 16 x 16 x z_channels (protocol.md section 2.2).
+* `taming`: the same with a self-attention block at the lowest resolution.
+* `vit_vqgan`: ViT-VQGAN-small from timm blocks (patch 8, width 512, depth 8, 8 heads, MLP 2048).
+* `tiny`: the conv design scaled down (ch 32, ch_mult [1, 2, 2], 1 ResBlock, f = 4), for CPU.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from vqbench.errors import VQBenchError
+from vqbench.models.conv import ConvDecoder, ConvEncoder
+from vqbench.models.vit import ViTDecoder, ViTEncoder
+from vqbench.quantizer import Quantizer, QuantizerOutput
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "vqgan": dict(kind="conv", ch=128, ch_mult=[1, 2, 2, 4], num_res_blocks=2, attention=False),
+    "taming": dict(kind="conv", ch=128, ch_mult=[1, 2, 2, 4], num_res_blocks=2, attention=True),
+    "tiny": dict(kind="conv", ch=32, ch_mult=[1, 2, 2], num_res_blocks=1, attention=False),
+    "vit_vqgan": dict(kind="vit", patch=8, width=512, depth=8, heads=8, mlp=2048),
+}
+
+
+class Autoencoder(nn.Module):
+    """`x -> encoder -> quantizer -> decoder`; the quantizer's `dim` equals `z_channels`."""
+
+    def __init__(
+        self, encoder: nn.Module, quantizer: Quantizer, decoder: nn.Module, downsampling: int
+    ) -> None:
+        super().__init__()
+        self.encoder, self.quantizer, self.decoder = encoder, quantizer, decoder
+        self.downsampling = downsampling
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, QuantizerOutput]:
+        out = self.quantizer(self.encoder(x))
+        return self.decoder(out.z_q), out
+
+    def decode_indices(self, indices: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.quantizer.decode_indices(indices))
+
+    def last_layer(self) -> torch.Tensor:
+        """The decoder's final weight (for taming's adaptive generator weight)."""
+        last = getattr(self.decoder, "conv_out", None) or self.decoder.out
+        return last.weight
+
+    def parameter_counts(self) -> dict[str, int]:
+        def count(module: nn.Module) -> int:
+            return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+        return {
+            "encoder": count(self.encoder),
+            "quantizer": count(self.quantizer),
+            "decoder": count(self.decoder),
+        }
+
+
+def preset_downsampling(preset: str, **overrides: Any) -> int:
+    spec = {**_preset(preset), **overrides}
+    if spec["kind"] == "vit":
+        return spec["patch"]
+    return 2 ** (len(spec["ch_mult"]) - 1)
+
+
+def _preset(preset: str) -> dict[str, Any]:
+    if preset not in PRESETS:
+        from vqbench.errors import did_you_mean
+
+        raise VQBenchError(
+            f"unknown model preset '{preset}';{did_you_mean(preset, PRESETS)} "
+            f"presets: {', '.join(PRESETS)}"
+        )
+    return dict(PRESETS[preset])
+
+
+def build_autoencoder(
+    preset: str, quantizer: Quantizer, resolution: int, **overrides: Any
+) -> Autoencoder:
+    """The preset's encoder and decoder around `quantizer` (z_channels = quantizer.dim)."""
+    from vqbench.data import check_resolution
+
+    spec = {**_preset(preset), **overrides}
+    kind = spec.pop("kind")
+    factor = preset_downsampling(preset, **overrides)
+    check_resolution(resolution, factor)
+    if kind == "vit":
+        encoder = ViTEncoder(resolution, z_channels=quantizer.dim, **spec)
+        decoder = ViTDecoder(resolution, z_channels=quantizer.dim, **spec)
+    else:
+        encoder = ConvEncoder(z_channels=quantizer.dim, **spec)
+        decoder = ConvDecoder(z_channels=quantizer.dim, **spec)
+    return Autoencoder(encoder, quantizer, decoder, factor)
