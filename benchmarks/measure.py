@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import sys
 import time
@@ -23,14 +22,27 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cases import build_step  # noqa: E402
 
 
+def _status_kib(field: str) -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return float(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
 def current_rss_mib() -> float:
-    with open("/proc/self/statm") as f:
-        pages = int(f.read().split()[1])
-    return pages * resource.getpagesize() / 2**20
+    return _status_kib("VmRSS") / 1024
+
+
+def reset_peak_rss() -> None:
+    """Reset VmHWM to the current RSS (Linux >= 4.0). `ru_maxrss` cannot be used: Linux keeps
+    it across exec, so a child started by a large parent inherits the parent's peak."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
 
 
 def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    return _status_kib("VmHWM") / 1024
 
 
 def measure(impl, method, codebook_size, tokens, dim, params, device, repeats, precision):
@@ -40,6 +52,7 @@ def measure(impl, method, codebook_size, tokens, dim, params, device, repeats, p
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
     else:
+        reset_peak_rss()
         base = current_rss_mib()
     times = []
     for _ in range(repeats):

@@ -118,6 +118,7 @@ def groups_table(rows, precision) -> str:
             if r["method"] == "group_vq"
             and r["codebook_size"] == 65536
             and r["precision"] == precision
+            and plain(r)
         ),
         key=lambda r: r["params"]["groups"],
     )
@@ -146,6 +147,7 @@ def scaling_table(rows, precision) -> tuple[str, dict]:
         if (
             r["impl"] in ("vqbench", "floor")
             and r["precision"] == precision
+            and plain(r)
             and (r["method"] != "group_vq" or r["params"].get("groups") == 64)
         ):
             if r["method"] in EXPLICIT or r["impl"] == "floor":
@@ -264,6 +266,10 @@ def main() -> None:
             "### Group-VQ against the number of groups",
             "",
             groups_table(rows, precision),
+            "",
+            "### Gradient estimators against the straight-through estimator",
+            "",
+            estimator_table(rows, precision),
             "",
             "### Cost against codebook size",
             "",

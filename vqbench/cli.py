@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from tabulate import tabulate
 
@@ -71,6 +73,55 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def print_results(title: str, results: dict) -> None:
+    rows = [
+        [k, f"{v:.4f}" if isinstance(v, float) else v]
+        for k, v in results.items()
+        if not isinstance(v, list)
+    ]
+    print(title)
+    print(tabulate(rows, headers=["metric", "value"], tablefmt="github"))
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from vqbench import distributed
+    from vqbench.config import load_run_config
+    from vqbench.evaluate import evaluate_run
+    from vqbench.train import TrainingDiverged, read_status, train, write_status
+
+    config = load_run_config(args.config)
+    run_dir = Path(args.out) if args.out else Path("runs") / config.name
+    main_process = int(os.environ.get("RANK", "0")) == 0
+    try:
+        train(config, run_dir, resume=args.resume, force=args.force, device=args.device)
+        if not args.no_eval:
+            out, results = evaluate_run(run_dir, device=args.device)
+            if main_process:
+                print_results(f"{config.name}: {out}", results)
+                write_status(run_dir, state="finished", step=read_status(run_dir).get("step"))
+    except TrainingDiverged as err:
+        print(f"vqbench: training stopped: {err}", file=sys.stderr)
+        return 1
+    finally:
+        distributed.teardown()
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from vqbench.evaluate import evaluate_run
+
+    out, results = evaluate_run(
+        args.run,
+        split=args.split,
+        resample=args.resample,
+        extend=args.extend,
+        device=args.device,
+        seed=args.seed,
+    )
+    print_results(str(out), results)
+    return 0
+
+
 def cmd_not_implemented(args: argparse.Namespace) -> int:
     raise VQBenchError(f"'vqbench {args.command}' is not implemented yet in vqbench {__version__}")
 
@@ -92,14 +143,38 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "list", help="list quantizers and gradient estimators with their parameters"
     ).set_defaults(func=cmd_list)
-    for name, text in [
-        ("run", "run a suite of trainings and write the report"),
-        ("train", "train one run from a config file"),
-        ("eval", "evaluate a trained run"),
-    ]:
-        p = sub.add_parser(name, help=f"{text} (not implemented yet)")
-        p.add_argument("args", nargs="*")
-        p.set_defaults(func=cmd_not_implemented)
+    p = sub.add_parser(
+        "run", help="run a suite of trainings and write the report (not implemented yet)"
+    )
+    p.add_argument("args", nargs="*")
+    p.set_defaults(func=cmd_not_implemented)
+    p = sub.add_parser("train", help="train one run from a config file, then evaluate it")
+    p.add_argument("config", help="run config (YAML)")
+    p.add_argument("--out", help="run directory (default: runs/<name>)")
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    p.add_argument("--force", action="store_true", help="replace what the folder holds")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 (default: CUDA if present)")
+    p.add_argument("--no-eval", action="store_true", help="skip the final evaluation")
+    p.set_defaults(func=cmd_train)
+    p = sub.add_parser("eval", help="evaluate a trained run on its validation split")
+    p.add_argument("run", help="run directory or checkpoint folder")
+    p.add_argument("--split", choices=["val", "train"], default="val")
+    ops = p.add_mutually_exclusive_group()
+    ops.add_argument(
+        "--resample",
+        type=int,
+        metavar="N",
+        help="Group-VQ: draw a new codebook of N codes (Algorithm 2)",
+    )
+    ops.add_argument(
+        "--extend",
+        type=int,
+        metavar="N",
+        help="Group-VQ: keep the trained codes and extend to N (Algorithm 2)",
+    )
+    p.add_argument("--seed", type=int, default=1, help="seed of the codes drawn")
+    p.add_argument("--device")
+    p.set_defaults(func=cmd_eval)
     return parser
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from vqbench.errors import VQBenchError
 
@@ -236,29 +236,82 @@ def build_dataset(
     raise VQBenchError(f"unknown dataset kind '{kind}'; use 'embedded' or 'imagefolder'")
 
 
-def build_loader(
+class EpochBatches(Sampler[list[int]]):
+    """The micro-batches of one training epoch for one process, resumable at any step.
+
+    Each epoch shuffles with a generator seeded by `(seed, epoch)`; global batch `s` is
+    positions `[s * B, (s + 1) * B)` of that order (B = micro x accumulation x world), and
+    micro-batch `a` of process `r` is the `(a * world + r)`-th contiguous share of it. So a
+    run on any number of processes sees the same global batches, and a resumed run starts
+    at `start_step` without loading the batches it skips. (A `DistributedSampler` that can
+    start mid-epoch.) Incomplete last batches are dropped.
+    """
+
+    def __init__(
+        self,
+        dataset_size: int,
+        *,
+        micro: int,
+        accumulation: int,
+        world: int,
+        rank: int,
+        seed: int,
+        epoch: int,
+        start_step: int = 0,
+    ) -> None:
+        self.size, self.micro, self.accumulation = dataset_size, micro, accumulation
+        self.world, self.rank, self.seed, self.epoch = world, rank, seed, epoch
+        self.start_step = start_step
+        self.global_batch = micro * accumulation * world
+
+    @property
+    def steps(self) -> int:
+        return self.size // self.global_batch
+
+    def __len__(self) -> int:
+        return (self.steps - self.start_step) * self.accumulation
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        order = torch.randperm(self.size, generator=generator).tolist()
+        for step in range(self.start_step, self.steps):
+            for a in range(self.accumulation):
+                start = step * self.global_batch + (a * self.world + self.rank) * self.micro
+                yield order[start : start + self.micro]
+
+
+def shard_indices(size: int, world: int, rank: int) -> list[int]:
+    """Evaluation share of one process: every image exactly once over all processes."""
+    return list(range(rank, size, world))
+
+
+def train_loader(
+    dataset: Dataset, sampler: EpochBatches, *, workers: int = 0, device: torch.device | None = None
+) -> DataLoader:
+    """The epoch's micro-batches, with worker processes and pinned memory on CUDA."""
+    return DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        num_workers=workers,
+        pin_memory=device is not None and device.type == "cuda",
+    )
+
+
+def eval_loader(
     dataset: Dataset,
     *,
     batch_size: int,
-    train: bool,
+    world: int = 1,
+    rank: int = 0,
     workers: int = 0,
-    seed: int = 0,
     device: torch.device | None = None,
-    distributed: bool = False,
 ) -> DataLoader:
-    """A DataLoader with a `DistributedSampler` under torchrun and pinned memory on CUDA."""
-    sampler = None
-    if distributed:
-        sampler = DistributedSampler(dataset, shuffle=train, seed=seed, drop_last=train)
-    generator = torch.Generator().manual_seed(seed)
+    """This process's share of a split, in order, every image once over all processes."""
+    subset = torch.utils.data.Subset(dataset, shard_indices(len(dataset), world, rank))
     return DataLoader(
-        dataset,
+        subset,
         batch_size=batch_size,
-        shuffle=train and sampler is None,
-        sampler=sampler,
+        shuffle=False,
         num_workers=workers,
-        drop_last=train,
         pin_memory=device is not None and device.type == "cuda",
-        generator=generator,
-        persistent_workers=workers > 0,
     )

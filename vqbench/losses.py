@@ -120,10 +120,17 @@ class AutoencoderLoss(nn.Module):
         return loss, {k: v.detach() for k, v in terms.items()}
 
     def discriminator_loss(
-        self, x: torch.Tensor, x_rec: torch.Tensor, step: int
+        self,
+        x: torch.Tensor,
+        x_rec: torch.Tensor,
+        step: int,
+        discriminator: nn.Module | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        real = self.discriminator(x.float())
-        fake = self.discriminator(x_rec.detach().float())
+        """Hinge loss on real images and detached reconstructions; `discriminator` overrides
+        the module (the trainer passes its DistributedDataParallel wrapper)."""
+        disc = discriminator if discriminator is not None else self.discriminator
+        real = disc(x.float())
+        fake = disc(x_rec.detach().float())
         loss = hinge_discriminator_loss(real, fake)
         return loss, {
             "disc": loss.detach(),

@@ -103,6 +103,28 @@ class Quantizer(nn.Module):
             )
         return validated
 
+    @classmethod
+    def check_params(cls, **params: Any) -> QuantizerParams:
+        """Validate parameters and the estimator they name, allocating nothing."""
+        from vqbench.registry import get_estimator_class
+
+        validated = cls.validate_params(**params)
+        cls._check_estimator_supported(validated)
+        try:
+            estimator = get_estimator_class(validated.estimator)
+            validate_params(estimator.name, estimator.Params, validated.estimator_params)
+        except VQBenchError as err:
+            raise VQBenchError(f"{cls.name}.estimator: {err}") from None
+        return validated
+
+    @classmethod
+    def _check_estimator_supported(cls, p: QuantizerParams) -> None:
+        if not cls.explicit_codebook and p.estimator != "ste":
+            raise VQBenchError(
+                f"{cls.name}.estimator='{p.estimator}' is not supported: implicit-codebook "
+                f"quantizers take 'ste' only; drop the estimator or use an explicit codebook"
+            )
+
     def build_estimator(self) -> Estimator:
         """The gradient estimator named by the parameters (implicit quantizers: `ste` only)."""
         p = self.params
