@@ -33,6 +33,24 @@ def load(path: Path) -> tuple[dict, list[dict]]:
     return data["machine_info"], rows
 
 
+def estimator_alone_table(rows) -> str:
+    alone = {r["method"]: r for r in rows if r["impl"] == "estimator"}
+    if not alone:
+        return ""
+    base = alone.get("ste")
+    out = [
+        [
+            name,
+            f"{1000 * r['seconds']:.2f}",
+            f"{1000 * (r['seconds'] - base['seconds']):+.2f}" if base else "-",
+        ]
+        for name, r in sorted(alone.items())
+    ]
+    return tabulate(
+        out, headers=["estimator", "ms per forward+backward", "ms over ste"], tablefmt="github"
+    )
+
+
 def key(row) -> tuple:
     return (
         row["impl"],
@@ -236,22 +254,29 @@ def plot(series, path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("results", type=Path)
+    parser.add_argument("results", type=Path, nargs="+", help="pytest-benchmark JSON file(s)")
     parser.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
     args = parser.parse_args()
-    machine, rows = load(args.results)
+    machine, all_rows = {}, []
+    for path in args.results:
+        machine, found = load(path)
+        all_rows += found
+    rows = [r for r in all_rows if r["impl"] != "estimator"]
     cpu = machine.get("cpu", {}).get("brand_raw") or platform.processor() or "unknown CPU"
     device = rows[0]["device"]
     lines = [
         "# Quantizer benchmarks",
         "",
-        f"Written by `benchmarks/write_results.py` from `{args.results.name}`. Machine: {cpu}, "
+        f"Written by `benchmarks/write_results.py` from "
+        f"{', '.join(f'`{p.name}`' for p in args.results)}. Machine: {cpu}, "
         f"{rows[0]['threads']} torch threads, device `{device}`, Python "
         f"{machine.get('python_version')}. One forward+backward at {rows[0]['tokens']:,} tokens "
         f"x dim {rows[0]['dim']} (median of the rounds; vector-quantize-pytorch (v-q-p) cases "
         "on CPU run one round after a warm-up). Peak extra memory: the peak resident memory of "
         "a fresh process over its level just before the first step (CPU), or "
-        "`max_memory_allocated` over the allocation before the step (CUDA).",
+        "`max_memory_allocated` over the allocation before the step (CUDA). On this shared "
+        "2-core machine two runs of the same case differ by up to about 15%, so smaller "
+        "differences between cases are noise.",
     ]
     for precision in sorted({r["precision"] for r in rows}):
         scaling, series = scaling_table(rows, precision)
@@ -276,6 +301,17 @@ def main() -> None:
             scaling,
             "",
             f"![time and memory against codebook size]({plot_name})",
+        ]
+    alone = estimator_alone_table(all_rows)
+    if alone:
+        lines += [
+            "",
+            "## Gradient estimators alone (8,192 tokens x dim 128, forward+backward)",
+            "",
+            "Their share of a quantizer step is below the step's noise, so they are "
+            "also timed on their own (median of 20 rounds):",
+            "",
+            alone,
         ]
     args.out.write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out}")

@@ -122,8 +122,57 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_not_implemented(args: argparse.Namespace) -> int:
-    raise VQBenchError(f"'vqbench {args.command}' is not implemented yet in vqbench {__version__}")
+def cmd_run(args: argparse.Namespace) -> int:
+    from vqbench import distributed
+    from vqbench.suite import describe, load_suite, run_suite
+    from vqbench.train import TrainingDiverged
+
+    suite = load_suite(args.suite, seeds=args.seeds)
+    if args.dry_run:
+        print(f"{suite.source}: {len(suite.runs)} runs in {len(suite.blocks())} block(s)")
+        print(
+            tabulate(
+                describe(suite),
+                headers=[
+                    "block",
+                    "run",
+                    "quantizer",
+                    "post",
+                    "fingerprint",
+                    "settings",
+                    "budget",
+                    "batch",
+                    "images",
+                    "trainable",
+                ],
+                tablefmt="github",
+            )
+        )
+        return 0
+    try:
+        run_suite(
+            suite,
+            root=Path(args.out),
+            results=Path(args.results),
+            only=args.only,
+            device=args.device,
+            force=args.force,
+        )
+    except TrainingDiverged as err:
+        print(f"vqbench: training stopped: {err}", file=sys.stderr)
+        return 1
+    finally:
+        distributed.teardown()
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"wrote {Path(args.results) / (suite.name + '.md')}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from vqbench.report import rebuild
+
+    print(f"wrote {rebuild(args.runs, args.results)}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -143,11 +192,24 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "list", help="list quantizers and gradient estimators with their parameters"
     ).set_defaults(func=cmd_list)
-    p = sub.add_parser(
-        "run", help="run a suite of trainings and write the report (not implemented yet)"
+    p = sub.add_parser("run", help="run a suite: train and evaluate every run, then report")
+    p.add_argument("suite", help="suite file, e.g. suites/tiny.yaml")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="validate and list the runs, fingerprints and cost; train nothing",
     )
-    p.add_argument("args", nargs="*")
-    p.set_defaults(func=cmd_not_implemented)
+    p.add_argument("--only", action="append", metavar="NAME", help="only this run (repeatable)")
+    p.add_argument("--seeds", type=int, metavar="N", help="seeds 0..N-1 instead of the suite's")
+    p.add_argument("--out", default="runs", help="root of the run folders (default: runs)")
+    p.add_argument("--results", default="results", help="report folder (default: results)")
+    p.add_argument("--device")
+    p.add_argument("--force", action="store_true", help="retrain runs that exist")
+    p.set_defaults(func=cmd_run)
+    p = sub.add_parser("report", help="rebuild a suite's report from its finished runs")
+    p.add_argument("runs", help="the suite's run folder, e.g. runs/tiny")
+    p.add_argument("--results", default="results")
+    p.set_defaults(func=cmd_report)
     p = sub.add_parser("train", help="train one run from a config file, then evaluate it")
     p.add_argument("config", help="run config (YAML)")
     p.add_argument("--out", help="run directory (default: runs/<name>)")
