@@ -38,7 +38,7 @@ def test_version(capsys):
     "args, message",
     [
         (["--plugin", "no_such_module", "list"], "cannot import plugin module 'no_such_module'"),
-        (["run", "suites/table1.yaml"], "'vqbench run' is not implemented yet"),
+        (["run", "no_such_suite.yaml"], "config file 'no_such_suite.yaml' does not exist"),
     ],
 )
 def test_bad_input_is_one_line_on_stderr_and_exit_code_2(args, message):

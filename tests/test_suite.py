@@ -38,7 +38,7 @@ def test_dry_run_of_table1_shows_the_papers_settings(capsys, tmp_path):
     out = capsys.readouterr().out
     assert "16 runs in 3 block(s)" in out
     assert "group_vq(codebook_size=65536, dim=128, groups=64)" in out
-    assert "50 epochs" in out and "40 epochs" in out and "20 epochs" in out and "| 256 " in out
+    assert "50 epochs" in out and "40 epochs" in out and "20 epochs" in out and " 256 |" in out
     assert not (tmp_path / "runs").exists()
 
 

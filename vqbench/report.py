@@ -264,7 +264,7 @@ def write_report(suite, runs_dir: Path, results_dir: Path) -> Path:
     lines = [
         f"# {suite.spec.title or name}",
         "",
-        f"Suite `{suite.source.name}`, written by vqbench {vqbench.__version__} on "
+        f"Suite `{suite.name}`, written by vqbench {vqbench.__version__} on "
         f"{date.today().isoformat()}. Each cell: ours (mean ± std over seeds where there "
         "are several), then the paper's value in parentheses where the suite mirrors a "
         "paper table. Usage in percent.",
