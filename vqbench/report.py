@@ -188,22 +188,36 @@ def collect(suite, runs_dir: Path) -> list[dict[str, Any]]:
     return list(records.values())
 
 
+def estimator_name(params: dict[str, Any]) -> str:
+    """`rotation`, `radius (clipped)`, ...; radius rows carry the GRIT-style label."""
+    name = params.get("estimator", "ste")
+    extra = params.get("estimator_params", {})
+    if name == "radius":
+        return (
+            f"radius surrogate ({extra.get('radius', 'identity')}; GRIT-style, "
+            f"reconstructed from the abstract)"
+        )
+    return name + (f" ({', '.join(f'{k}={v}' for k, v in extra.items())})" if extra else "")
+
+
 def block_table(records: list[dict[str, Any]]) -> str:
-    headers = ["Method", "Codebook Size", "Group"] + [title for _, title in COLUMNS]
+    with_estimator = any(r["params"].get("estimator", "ste") != "ste" for r in records)
+    headers = ["Method", "Codebook Size", "Group"] + (["Estimator"] if with_estimator else [])
+    headers += [title for _, title in COLUMNS]
     rows = []
     for rec in records:
         cells = [
             rec["label"],
             f"{rec['codebook_size']:,}" if rec["codebook_size"] else "-",
             rec["groups"],
-        ]
+        ] + ([estimator_name(rec["params"])] if with_estimator else [])
         for key, _ in COLUMNS:
             summary = rec["metrics"].get(key, {"mean": None})
             cell = _fmt(summary, key) if rec["results"] else "not run"
             paper = _paper_value(rec["paper"], key)
             cells.append(f"{cell} ({paper})" if paper is not None else cell)
         rows.append(cells)
-    return tabulate(rows, headers=headers, tablefmt="github")
+    return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
 
 
 def unavailable_notes(records: list[dict[str, Any]]) -> list[str]:
