@@ -236,6 +236,19 @@ def build_dataset(
     raise VQBenchError(f"unknown dataset kind '{kind}'; use 'embedded' or 'imagefolder'")
 
 
+def build_split(data, *, train: bool, seed: int = 0):
+    """The training or validation split a run config's `data` section describes."""
+    return build_dataset(
+        data.kind,
+        resolution=data.resolution,
+        train=train,
+        root=data.root if train else data.val_root,
+        file_list=data.file_list if train else data.val_file_list,
+        size=data.train_size if train else data.val_size,
+        seed=seed,
+    )
+
+
 class EpochBatches(Sampler[list[int]]):
     """The micro-batches of one training epoch for one process, resumable at any step.
 

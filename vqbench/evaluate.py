@@ -18,7 +18,7 @@ import torch
 from vqbench import distributed
 from vqbench.checkpoint import latest_checkpoint, load_checkpoint
 from vqbench.config import RunConfig, parse_run_config, read_yaml
-from vqbench.data import build_dataset, eval_loader
+from vqbench.data import build_split, eval_loader
 from vqbench.errors import VQBenchError
 from vqbench.metrics import FID, LPIPS, CodebookUsage, ImageQuality, Unavailable
 from vqbench.models import Autoencoder
@@ -35,15 +35,7 @@ def evaluate_split(
     """Metrics of `model` over the whole `split` (`val` or `train`) of the run's dataset."""
     c, dev = config.eval, world.device
     train = split == "train"
-    dataset = build_dataset(
-        config.data.kind,
-        resolution=config.data.resolution,
-        train=train,
-        root=config.data.root if train else config.data.val_root,
-        file_list=config.data.file_list if train else config.data.val_file_list,
-        size=config.data.train_size if train else config.data.val_size,
-        seed=config.seed,
-    )
+    dataset = build_split(config.data, train=train, seed=config.seed)
     loader = eval_loader(
         dataset,
         batch_size=c.batch_size,

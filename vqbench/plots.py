@@ -160,21 +160,13 @@ def group_figures(records, out_dir: Path, prefix: str) -> list[tuple[str, Path]]
 
 
 def reconstruction_strip(suite, records, out: Path, n: int = 6) -> Path | None:
-    from vqbench.data import build_dataset
+    from vqbench.data import build_split
 
     rows = [r for r in records if r["operation"] is None and r["results"]]
     if not rows:
         return None
     c = suite.runs[0].config
-    data = build_dataset(
-        c.data.kind,
-        resolution=c.data.resolution,
-        train=False,
-        root=c.data.val_root,
-        file_list=c.data.val_file_list,
-        size=c.data.val_size,
-        seed=c.seed,
-    )
+    data = build_split(c.data, train=False, seed=c.seed)
     x = torch.stack([data[i] for i in range(min(n, len(data)))])
     strips = [("original", x)]
     for rec in rows:

@@ -32,7 +32,7 @@ import vqbench
 from vqbench import distributed
 from vqbench.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from vqbench.config import RunConfig
-from vqbench.data import EpochBatches, build_dataset, train_loader
+from vqbench.data import EpochBatches, build_split, train_loader
 from vqbench.errors import VQBenchError
 from vqbench.losses import AutoencoderLoss, PatchDiscriminator
 from vqbench.metrics import CodebookUsage
@@ -283,15 +283,7 @@ def train(
     # Everything that can be wrong with the input is checked before the run dir is touched.
     c, dev = config.train, world.device
     micro, accumulation = batch_plan(config, world)
-    dataset = build_dataset(
-        config.data.kind,
-        resolution=config.data.resolution,
-        train=True,
-        root=config.data.root,
-        file_list=config.data.file_list,
-        size=config.data.train_size,
-        seed=config.seed,
-    )
+    dataset = build_split(config.data, train=True, seed=config.seed)
     steps_per_epoch = len(dataset) // c.batch_size
     if steps_per_epoch == 0:
         raise VQBenchError(
@@ -300,13 +292,7 @@ def train(
         )
     total_steps = c.steps if c.steps is not None else c.epochs * steps_per_epoch
     if config.data.kind == "imagefolder":  # the validation folder too, before writing
-        build_dataset(
-            "imagefolder",
-            resolution=config.data.resolution,
-            train=False,
-            root=config.data.val_root,
-            file_list=config.data.val_file_list,
-        )
+        build_split(config.data, train=False)
     perceptual = load_perceptual(config, dev)
     resuming = prepare_run_dir(config, run_dir, world, resume=resume, force=force)
     torch.manual_seed(config.seed)
