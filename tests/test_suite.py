@@ -227,3 +227,14 @@ def test_only_and_seeds(tmp_path):
         from vqbench.suite import run_suite
 
         run_suite(suite, root=tmp_path / "runs", results=tmp_path / "results", only=["nope"])
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")),
+    ids=lambda p: p.stem,
+)
+def test_example_run_configs_validate(path):
+    from vqbench.config import load_run_config
+
+    assert load_run_config(path).fingerprint()
