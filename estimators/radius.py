@@ -27,8 +27,7 @@ from typing import Literal
 import pydantic
 import torch
 
-from vqbench.estimator import Estimator, EstimatorParams
-from vqbench.registry import register_estimator
+from vqbench.estimator import Estimator, EstimatorParams, register_estimator
 
 
 class RadiusParams(EstimatorParams):
@@ -44,6 +43,11 @@ class RadiusSurrogate(Estimator):
     """Radius surrogate (GRIT-style, reconstructed from the abstract): z + rho(gap) sg(dir)."""
 
     Params = RadiusParams
+
+    @classmethod
+    def describe(cls, params: dict) -> str:
+        radius = params.get("radius", "identity")
+        return f"radius surrogate ({radius}; GRIT-style, reconstructed from the abstract)"
 
     def radius(self, gap: torch.Tensor) -> torch.Tensor:
         p = self.params

@@ -23,8 +23,7 @@ import pydantic
 import torch
 import torch.nn.functional as F
 
-from vqbench.estimator import Estimator, EstimatorParams
-from vqbench.registry import register_estimator
+from vqbench.estimator import Estimator, EstimatorParams, register_estimator
 
 
 class RotationParams(EstimatorParams):

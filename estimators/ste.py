@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from vqbench.estimator import Estimator, straight_through
-from vqbench.registry import register_estimator
+from vqbench.estimator import Estimator, register_estimator, straight_through
 
 
 @register_estimator("ste")

@@ -23,16 +23,14 @@ from __future__ import annotations
 
 import pydantic
 import torch
-import torch.distributed as dist
 
-from vqbench.quantizer import ExplicitCodebookParams, ExplicitCodebookQuantizer, TokenQuantization
-from vqbench.registry import register_quantizer
-
-
-def _all_reduce_sum(*tensors: torch.Tensor) -> None:
-    if dist.is_available() and dist.is_initialized():
-        for t in tensors:
-            dist.all_reduce(t, op=dist.ReduceOp.SUM)
+from vqbench.distributed import all_reduce_sum, broadcast
+from vqbench.quantizer import (
+    ExplicitCodebookParams,
+    ExplicitCodebookQuantizer,
+    QuantizerOutput,
+    register_quantizer,
+)
 
 
 class EMAParams(ExplicitCodebookParams):
@@ -60,7 +58,7 @@ class EMAVQ(ExplicitCodebookQuantizer):
     def codebook(self) -> torch.Tensor:
         return self.embedding
 
-    def quantize_tokens(self, z: torch.Tensor) -> TokenQuantization:
+    def quantize_tokens(self, z: torch.Tensor) -> QuantizerOutput:
         out = self.lookup(z, self.embedding)
         if self.training:
             self.update_codebook(z.detach(), out.indices)
@@ -69,9 +67,12 @@ class EMAVQ(ExplicitCodebookQuantizer):
     @torch.no_grad()
     def update_codebook(self, z: torch.Tensor, indices: torch.Tensor) -> None:
         """One EMA step of counts and sums, then the Laplace-smoothed codebook."""
-        counts = torch.bincount(indices, minlength=self.codebook_size).float()
+        # index_add_ instead of bincount: no host synchronisation on a GPU (same integers).
+        counts = torch.zeros_like(self.cluster_size).index_add_(
+            0, indices, torch.ones_like(indices, dtype=self.cluster_size.dtype)
+        )
         sums = torch.zeros_like(self.embed_sum).index_add_(0, indices, z.float())
-        _all_reduce_sum(counts, sums)
+        all_reduce_sum(counts, sums)
         decay, eps = self.params.decay, self.params.eps
         self.cluster_size.mul_(decay).add_(counts, alpha=1 - decay)
         self.embed_sum.mul_(decay).add_(sums, alpha=1 - decay)
@@ -93,8 +94,7 @@ class EMAVQ(ExplicitCodebookQuantizer):
             return
         pick = torch.randint(0, z.shape[0], (n_dead,), device=z.device)
         samples = z[pick].float()
-        if dist.is_available() and dist.is_initialized():
-            dist.broadcast(samples, src=0)
+        broadcast(samples, src=0)
         threshold = self.params.dead_code_threshold
         self.embedding[dead] = samples
         self.cluster_size[dead] = threshold

@@ -19,8 +19,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vqbench.quantizer import ExplicitCodebookParams, ExplicitCodebookQuantizer, TokenQuantization
-from vqbench.registry import register_quantizer
+from vqbench.quantizer import (
+    ExplicitCodebookParams,
+    ExplicitCodebookQuantizer,
+    QuantizerOutput,
+    register_quantizer,
+)
 
 
 class FCParams(ExplicitCodebookParams):
@@ -47,7 +51,7 @@ class FactorizedVQ(ExplicitCodebookQuantizer):
         """Unit-norm codes in the lookup space, `(codebook_size, lookup_dim)`."""
         return F.normalize(self.embedding, dim=1)
 
-    def quantize_tokens(self, z: torch.Tensor) -> TokenQuantization:
+    def quantize_tokens(self, z: torch.Tensor) -> QuantizerOutput:
         u = F.normalize(self.project_in(z), dim=1)
         out = self.lookup(u, self.codebook())
         out.z_q = self.project_out(out.z_q)

@@ -21,8 +21,7 @@ import pydantic
 import torch
 from torch import nn
 
-from vqbench.quantizer import Quantizer, QuantizerParams, TokenQuantization
-from vqbench.registry import register_quantizer
+from vqbench.quantizer import Quantizer, QuantizerOutput, QuantizerParams, register_quantizer
 
 
 class FSQParams(QuantizerParams):
@@ -99,10 +98,10 @@ class FSQ(Quantizer):
         digits = (indices.unsqueeze(-1) // self.basis) % self.levels
         return (digits - half_width).float() / half_width
 
-    def quantize_tokens(self, z: torch.Tensor) -> TokenQuantization:
+    def quantize_tokens(self, z: torch.Tensor) -> QuantizerOutput:
         codes = self.quantize_scalars(self.project_in(z))
         indices = self.codes_to_indices(codes.detach())
-        return TokenQuantization(self.project_out(codes), indices, z.new_zeros(()))
+        return QuantizerOutput(self.project_out(codes), indices, z.new_zeros(()))
 
     def decode_tokens(self, indices: torch.Tensor) -> torch.Tensor:
         return self.project_out(self.indices_to_codes(indices))

@@ -37,10 +37,13 @@ import pydantic
 import torch
 from torch import nn
 
-from quantizers.simvq import seeded_normal
 from vqbench.errors import VQBenchError
-from vqbench.quantizer import ExplicitCodebookParams, ExplicitCodebookQuantizer
-from vqbench.registry import register_quantizer
+from vqbench.quantizer import (
+    ExplicitCodebookParams,
+    ExplicitCodebookQuantizer,
+    register_quantizer,
+    seeded_normal,
+)
 
 
 class GroupVQParams(ExplicitCodebookParams):
@@ -134,6 +137,7 @@ class GroupVQ(ExplicitCodebookQuantizer):
     """Group-VQ: per-group projectors of frozen random cores; resample/extend after training."""
 
     Params = GroupVQParams
+    resamplable = True
 
     def __init__(self, **params) -> None:
         super().__init__(**params)
@@ -155,6 +159,16 @@ class GroupVQ(ExplicitCodebookQuantizer):
     def group_sizes(self) -> list[int]:
         p = self.params
         return list(p.group_sizes) if p.group_sizes else [p.codebook_size // p.groups] * p.groups
+
+    def independent_groups(self) -> int:
+        return self.groups
+
+    def code_groups(self) -> torch.Tensor:
+        return self.group_of(torch.arange(self.codebook_size, device=self.core.device))
+
+    def group_biases(self) -> torch.Tensor | None:
+        bias = self.projector.bias
+        return None if bias is None else bias.detach().reshape(self.groups, -1)
 
     def group_of(self, indices: torch.Tensor) -> torch.Tensor:
         """Group id of each code index."""

@@ -21,8 +21,7 @@ from torch import nn
 
 from vqbench import lfq_entropy
 from vqbench.estimator import straight_through
-from vqbench.quantizer import Quantizer, QuantizerParams, TokenQuantization
-from vqbench.registry import register_quantizer
+from vqbench.quantizer import Quantizer, QuantizerOutput, QuantizerParams, register_quantizer
 
 
 class LFQParams(QuantizerParams):
@@ -71,7 +70,7 @@ class LFQ(Quantizer):
         bits = (indices.unsqueeze(-1) // self.powers) % 2
         return bits.float() * 2 - 1
 
-    def quantize_tokens(self, z: torch.Tensor) -> TokenQuantization:
+    def quantize_tokens(self, z: torch.Tensor) -> QuantizerOutput:
         p = self.params
         x = self.project_in(z)
         q = torch.where(x > 0, 1.0, -1.0)
@@ -88,7 +87,7 @@ class LFQ(Quantizer):
             "codebook_entropy": codebook_h,
             "commitment": commitment,
         }
-        return TokenQuantization(self.project_out(straight_through(x, q)), indices, loss, stats)
+        return QuantizerOutput(self.project_out(straight_through(x, q)), indices, loss, stats)
 
     def decode_tokens(self, indices: torch.Tensor) -> torch.Tensor:
         return self.project_out(self.indices_to_codes(indices))

@@ -14,19 +14,17 @@ import pydantic
 import torch
 from torch import nn
 
-from vqbench.quantizer import ExplicitCodebookParams, ExplicitCodebookQuantizer
-from vqbench.registry import register_quantizer
+from vqbench.quantizer import (
+    ExplicitCodebookParams,
+    ExplicitCodebookQuantizer,
+    register_quantizer,
+    seeded_normal,
+)
 
 
 class SimVQParams(ExplicitCodebookParams):
     bias: bool = True
     core_seed: pydantic.NonNegativeInt = 0
-
-
-def seeded_normal(shape: tuple[int, ...], seed: int, std: float = 1.0) -> torch.Tensor:
-    """N(0, std^2) entries drawn from their own generator, independent of the global RNG."""
-    generator = torch.Generator().manual_seed(seed)
-    return torch.randn(shape, generator=generator) * std
 
 
 @register_quantizer("simvq")
@@ -45,3 +43,6 @@ class SimVQ(ExplicitCodebookQuantizer):
 
     def codebook(self) -> torch.Tensor:
         return self.projection(self.core)
+
+    def independent_groups(self) -> int:
+        return 1  # one shared linear map moves every code

@@ -13,8 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from vqbench.quantizer import ExplicitCodebookQuantizer
-from vqbench.registry import register_quantizer
+from vqbench.quantizer import ExplicitCodebookQuantizer, register_quantizer
 
 
 @register_quantizer("vanilla")

@@ -29,8 +29,12 @@ from torch import nn
 
 from vqbench.errors import VQBenchError
 from vqbench.kmeans import kmeans, kmeans_backend
-from vqbench.quantizer import ExplicitCodebookParams, ExplicitCodebookQuantizer, TokenQuantization
-from vqbench.registry import register_quantizer
+from vqbench.quantizer import (
+    ExplicitCodebookParams,
+    ExplicitCodebookQuantizer,
+    QuantizerOutput,
+    register_quantizer,
+)
 
 
 class VQGANLCParams(ExplicitCodebookParams):
@@ -73,6 +77,7 @@ class VQGANLC(ExplicitCodebookQuantizer):
     """VQGAN-LC: frozen k-means codebook of image features, trained projector."""
 
     Params = VQGANLCParams
+    initialises_from_data = True
 
     def __init__(self, **params) -> None:
         super().__init__(**params)
@@ -145,7 +150,10 @@ class VQGANLC(ExplicitCodebookQuantizer):
     def codebook(self) -> torch.Tensor:
         return self.projector(self.features)
 
-    def quantize_tokens(self, z: torch.Tensor) -> TokenQuantization:
+    def independent_groups(self) -> int:
+        return 1  # one shared projector moves every code
+
+    def quantize_tokens(self, z: torch.Tensor) -> QuantizerOutput:
         out = self.lookup(self.project_in(z), self.codebook())
         out.z_q = self.project_out(out.z_q)
         return out

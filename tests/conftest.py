@@ -3,17 +3,18 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vqbench import registry
+from vqbench.estimator import ESTIMATORS
+from vqbench.quantizer import QUANTIZERS
 
 
 @pytest.fixture
 def clean_registry():
     """Restore the registries after a test that registers plugins of its own."""
     saved = {}
-    for reg in (registry.QUANTIZERS, registry.ESTIMATORS):
+    for reg in (QUANTIZERS, ESTIMATORS):
         reg.load_entry_points()
         saved[reg] = dict(reg._classes)
-    yield registry
+    yield
     for reg, classes in saved.items():
         reg._classes.clear()
         reg._classes.update(classes)

@@ -59,4 +59,6 @@ def test_duplicate_plugin_name_fails_on_the_cli(tmp_path):
     )
     result = vqbench("--plugin", "dup", "list", cwd=tmp_path)
     assert result.returncode == 2
-    assert "quantizer 'simvq' is already registered by quantizers.simvq.SimVQ" in result.stderr
+    assert (
+        "quantizer 'simvq' is already registered by vqbench_quantizers.simvq.SimVQ" in result.stderr
+    )

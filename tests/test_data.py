@@ -12,10 +12,10 @@ from vqbench.data import (
     EmbeddedPhotos,
     ImageFolder,
     build_dataset,
-    check_resolution,
     to_uint8,
     write_balanced_subset,
 )
+from vqbench.models import check_resolution
 
 
 def test_embedded_photos_are_deterministic_disjoint_and_in_range():

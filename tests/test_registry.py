@@ -5,8 +5,8 @@ import torch
 
 from tests.helpers import SMALL_CONFIGS
 from vqbench import VQBenchError, create_quantizer, list_quantizers, register_quantizer
-from vqbench.quantizer import ExplicitCodebookQuantizer
-from vqbench.registry import QUANTIZERS, load_plugin
+from vqbench.quantizer import QUANTIZERS, ExplicitCodebookQuantizer
+from vqbench.registry import load_plugin
 
 BUILT_INS = {"vanilla", "ema", "fc", "fsq", "lfq", "vqgan_lc", "simvq", "group_vq"}
 

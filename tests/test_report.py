@@ -1,26 +1,22 @@
-from vqbench.report import block_table, independent_groups, match_paper_row, paper_rows, summarise
+from vqbench import create_quantizer
+from vqbench.report import Row, block_table, match_paper_row, paper_rows, summarise
 
 
-def record(label, params, psnr=20.0, paper=None):
-    return {
-        "label": label,
-        "codebook_size": 1024,
-        "groups": 1,
-        "params": params,
-        "results": [{}],
-        "paper": paper,
-        "metrics": {"psnr": summarise([psnr, psnr + 1]), "usage": summarise([0.5])},
-    }
+def row(label, params, psnr=20.0, paper=None, groups=1):
+    r = Row(0, label, label, None, "simvq", params, "fp", paper)
+    r.results = [{"codebook_size": 1024, "independent_groups": groups}]
+    r.metrics = {"psnr": summarise([psnr, psnr + 1]), "usage": summarise([0.5])}
+    return r
 
 
 def test_estimator_column_appears_when_a_row_uses_another_estimator():
-    plain = block_table([record("SimVQ", {})])
+    plain = block_table([row("SimVQ", {})])
     assert "Estimator" not in plain
     table = block_table(
         [
-            record("SimVQ", {}),
-            record("SimVQ rot", {"estimator": "rotation"}),
-            record("SimVQ rad", {"estimator": "radius", "estimator_params": {"radius": "clipped"}}),
+            row("SimVQ", {}),
+            row("SimVQ rot", {"estimator": "rotation"}),
+            row("SimVQ rad", {"estimator": "radius", "estimator_params": {"radius": "clipped"}}),
         ]
     )
     assert "| Estimator" in table and "rotation" in table
@@ -30,15 +26,19 @@ def test_estimator_column_appears_when_a_row_uses_another_estimator():
 
 def test_paper_rows_are_found_and_printed_beside_ours():
     rows = paper_rows("table1.blocks.0")
-    row = match_paper_row(rows, {"method": "Group-VQ"})
-    assert row["rfid"] == 1.86 and row["codebook_size"] == 65536
-    table = block_table([record("Group-VQ", {}, paper=row)])
-    assert "(24.37)" in table and "(99.9)" in table
+    paper = match_paper_row(rows, {"method": "Group-VQ"})
+    assert paper["rfid"] == 1.86 and paper["codebook_size"] == 65536
+    table = block_table([row("Group-VQ", {}, paper=paper, groups=64)])
+    assert "(24.37)" in table and "(99.9)" in table and "| 64 " in table
     assert match_paper_row(paper_rows("table4"), {"groups": 64})["psnr"] == 22.16
 
 
-def test_group_column_follows_the_paper():
-    assert independent_groups("group_vq", {"groups": 64}, 65536) == 64
-    assert independent_groups("simvq", {}, 65536) == 1
-    assert independent_groups("fsq", {}, 64000) == 0
-    assert independent_groups("vanilla", {}, 65536) == 65536
+def test_group_column_is_what_the_quantizer_says_of_itself():
+    """The paper's 'Group' column: independently updated groups of codes."""
+    assert (
+        create_quantizer("group_vq", codebook_size=256, dim=8, groups=64).independent_groups() == 64
+    )
+    assert create_quantizer("simvq", codebook_size=256, dim=8).independent_groups() == 1
+    assert create_quantizer("vqgan_lc", codebook_size=256, dim=8).independent_groups() == 1
+    assert create_quantizer("fsq", levels=[4, 4], dim=8).independent_groups() == 0
+    assert create_quantizer("vanilla", codebook_size=256, dim=8).independent_groups() == 256

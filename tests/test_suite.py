@@ -224,7 +224,7 @@ def test_only_and_seeds(tmp_path):
     suite = load_suite(small_suite(tmp_path), seeds=3)
     assert sorted({r.seed for r in suite.runs}) == [0, 1, 2]
     with pytest.raises(VQBenchError, match="--only \\['nope'\\] matches no run"):
-        from vqbench.suite import run_suite
+        from vqbench.runner import run_suite
 
         run_suite(suite, root=tmp_path / "runs", results=tmp_path / "results", only=["nope"])
 

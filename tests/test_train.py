@@ -176,7 +176,7 @@ def test_two_processes_with_gloo_equal_one_process(tmp_path):
 NAN_PLUGIN = """
 import torch
 from vqbench import register_quantizer
-from quantizers.vanilla import VanillaVQ
+from vqbench_quantizers.vanilla import VanillaVQ
 
 
 @register_quantizer("nan_after_three")
@@ -207,3 +207,21 @@ def test_non_finite_loss_stops_cleanly_and_keeps_the_last_good_checkpoint(tmp_pa
     assert json.loads((tmp_path / "run" / "status.json").read_text())["state"] == "diverged"
     for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines():
         json.loads(line)  # every line complete
+
+
+def test_tensorboard_sink_writes_the_logged_scalars(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    config = small_config("simvq", steps=4, batch=4, train={"tensorboard": True})
+    path = write_config(tmp_path / "run.yaml", config)
+    assert main(["train", str(path), "--out", str(tmp_path / "run"), "--no-eval"]) == 0
+    events = EventAccumulator(str(tmp_path / "run" / "tb"))
+    events.Reload()
+    logged = [
+        json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    ]
+    totals = [r["total"] for r in logged if "total" in r]
+    scalars = events.Scalars("train/total")
+    assert [s.step for s in scalars] == [2, 4]
+    assert [s.value for s in scalars] == pytest.approx(totals, rel=1e-6)
+    assert "epoch/train_usage" in events.Tags()["scalars"]

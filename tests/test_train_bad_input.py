@@ -79,7 +79,7 @@ def test_eval_of_something_that_is_not_a_run_or_a_truncated_checkpoint(tmp_path,
     weights = run_dir / "checkpoints" / "step-00000002" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])
     assert main(["eval", str(run_dir)]) == 2
-    assert "cannot be read" in one_line_error(capsys)
+    assert "is damaged: model.safetensors does not match its checksum" in one_line_error(capsys)
 
 
 def test_missing_config_file_via_the_console():

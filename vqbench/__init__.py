@@ -1,18 +1,21 @@
 """vqbench: vector quantizers for image tokenizers, compared under identical settings."""
 
-__version__ = "0.1.0"
-
 from vqbench.errors import VQBenchError
-from vqbench.estimator import Estimator
-from vqbench.quantizer import Quantizer, QuantizerOutput, QuantizerParams
-from vqbench.registry import (
+from vqbench.estimator import (
+    Estimator,
     create_estimator,
-    create_quantizer,
     list_estimators,
-    list_quantizers,
     register_estimator,
+)
+from vqbench.quantizer import (
+    Quantizer,
+    QuantizerOutput,
+    QuantizerParams,
+    create_quantizer,
+    list_quantizers,
     register_quantizer,
 )
+from vqbench.version import __version__
 
 __all__ = [
     "Estimator",

@@ -1,31 +1,129 @@
-"""Checkpoints that a kill never leaves half-written.
+"""Checkpoints: the whole training state, written so that a kill never leaves half a file.
 
 A checkpoint is a folder `checkpoints/step-NNNNNNNN/` with the weights in safetensors
-(`model`, `ema`, `discriminator`) and the rest in `state.pt` (optimisers, scaler, RNG states,
-step, epoch, position in the epoch), read back with `torch.load(weights_only=True)`. It is
-written under a temporary name and renamed, and `checkpoints/latest` (a one-line file, replaced
-atomically) names the last complete one; older ones beyond `keep` are removed.
+(`model`, `ema`, `discriminator`), the rest in `state.pt` (optimisers, loss scalers, every
+process's RNG state, the step, the config fingerprint) read back with
+`torch.load(weights_only=True)`, and `checksums.json` (SHA-256 of each file). It is written
+under a temporary name and renamed; `checkpoints/latest` (replaced atomically) names the last
+complete one; older ones beyond `keep` are removed. Loading verifies the checksums, so damaged
+bytes are detected, and `newest_good_checkpoint` falls back to an older checkpoint (and says
+so) when the newest cannot be used.
+
+`TrainState` is the one definition of what a checkpoint holds: `state_dict` (for saving) and
+`load_state_dict` (for resuming) are written once, side by side.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import random
 import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
+from torch import nn
 
+from vqbench import distributed
 from vqbench.errors import VQBenchError
+from vqbench.files import atomic_write_json, atomic_write_text
 
 WEIGHT_FILES = ("model", "ema", "discriminator")
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+# ---- RNG ---------------------------------------------------------------------------------------
+def capture_rng() -> dict[str, Any]:
+    return {
+        "torch": torch.get_rng_state(),
+        "python": list(random.getstate()[1]),
+        "numpy": torch.from_numpy(np.random.get_state()[1].astype(np.int64)),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate((3, tuple(state["python"]), None))
+    np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), 624, 0, 0.0))
+    if torch.cuda.is_available() and state["cuda"]:
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed)
+
+
+# ---- the training state ---------------------------------------------------------------------
+@dataclass
+class TrainState:
+    """Everything a resumed run needs to continue bit for bit."""
+
+    model: nn.Module
+    ema: Any  # has `.model`, the EMA copy of `model`
+    discriminator: nn.Module | None
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer | None
+    scaler_g: torch.amp.GradScaler
+    scaler_d: torch.amp.GradScaler
+    step: int = 0
+
+    def weights(self) -> dict[str, dict[str, torch.Tensor]]:
+        weights = {"model": self.model.state_dict(), "ema": self.ema.model.state_dict()}
+        if self.discriminator is not None:
+            weights["discriminator"] = self.discriminator.state_dict()
+        return weights
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict() if self.opt_d is not None else {},
+            "scaler_g": self.scaler_g.state_dict(),
+            "scaler_d": self.scaler_d.state_dict(),
+        }
+
+    def load_state_dict(
+        self, weights: dict[str, dict[str, torch.Tensor]], state: dict[str, Any]
+    ) -> None:
+        self.model.load_state_dict(weights["model"])
+        self.ema.model.load_state_dict(weights["ema"])
+        if self.discriminator is not None:
+            self.discriminator.load_state_dict(weights["discriminator"])
+            self.opt_d.load_state_dict(state["opt_d"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.scaler_g.load_state_dict(state["scaler_g"])
+        self.scaler_d.load_state_dict(state["scaler_d"])
+        self.step = int(state["step"])
+
+    def save(self, folder: Path, world: distributed.World, fingerprint: str, keep: int) -> None:
+        """Every process's RNG state is gathered; rank 0 writes the checkpoint."""
+        rngs = distributed.gather_objects(capture_rng())
+        if world.is_main:
+            state = {**self.state_dict(), "rng": rngs, "fingerprint": fingerprint}
+            save_checkpoint(folder, self.step, self.weights(), state, keep=keep)
+        distributed.barrier()
+
+    def resume(self, weights, state, world: distributed.World) -> None:
+        self.load_state_dict(weights, state)
+        rngs = state["rng"]
+        restore_rng(rngs[world.rank] if world.rank < len(rngs) else rngs[0])
+
+
+# ---- files ---------------------------------------------------------------------------------------
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _contiguous(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -47,15 +145,21 @@ def save_checkpoint(
     for name, tensors in weights.items():
         save_file(_contiguous(tensors), str(tmp / f"{name}.safetensors"))
     torch.save(state, tmp / "state.pt")
+    checksums = {p.name: _sha256(p) for p in sorted(tmp.iterdir())}
+    atomic_write_json(tmp / "checksums.json", checksums)
+    for path in tmp.iterdir():
+        with open(path, "rb") as f:
+            os.fsync(f.fileno())
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
-    _atomic_write_text(folder / "latest", final.name + "\n")
+    atomic_write_text(folder / "latest", final.name + "\n")
     for old in sorted(folder.glob("step-*"))[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
 
 
 def latest_checkpoint(folder: Path) -> Path | None:
+    """The checkpoint `latest` names, if it exists."""
     pointer = folder / "latest"
     if not pointer.is_file():
         return None
@@ -63,20 +167,47 @@ def latest_checkpoint(folder: Path) -> Path | None:
     return path if path.is_dir() else None
 
 
+def checkpoint_folders(folder: Path) -> list[Path]:
+    """Every complete checkpoint folder, newest first."""
+    return sorted((p for p in folder.glob("step-*") if p.is_dir()), reverse=True)
+
+
+def verify_checksums(path: Path) -> None:
+    """Compare every file of a checkpoint with its recorded SHA-256."""
+    listing = path / "checksums.json"
+    if not listing.is_file():
+        return  # written before checksums were kept
+    try:
+        recorded = json.loads(listing.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise VQBenchError(f"checkpoint '{path}' has a damaged checksums.json") from None
+    for name, digest in recorded.items():
+        file = path / name
+        if not file.is_file():
+            raise VQBenchError(f"checkpoint '{path}' lacks {name}")
+        if _sha256(file) != digest:
+            raise VQBenchError(
+                f"checkpoint '{path}' is damaged: {name} does not match its checksum"
+            )
+
+
 def load_checkpoint(path: Path) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, Any]]:
-    """Weights and state of a checkpoint folder; a clear error if it is not a vqbench one."""
+    """Weights and state of a checkpoint folder, verified; a clear error if it is unusable."""
     if not (path / "state.pt").is_file() or not (path / "model.safetensors").is_file():
         raise VQBenchError(
             f"'{path}' is not a vqbench checkpoint (it needs model.safetensors "
             f"and state.pt); point at a run directory or a step-* folder"
         )
     try:
+        verify_checksums(path)
         weights = {
             name: load_file(str(path / f"{name}.safetensors"))
             for name in WEIGHT_FILES
             if (path / f"{name}.safetensors").is_file()
         }
         state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
+    except VQBenchError as err:
+        raise VQBenchError(f"{err}; delete it to fall back to an earlier one") from None
     except Exception as err:  # truncated or corrupt files
         raise VQBenchError(
             f"checkpoint '{path}' cannot be read ({type(err).__name__}: "
@@ -84,3 +215,27 @@ def load_checkpoint(path: Path) -> tuple[dict[str, dict[str, torch.Tensor]], dic
             f"truncated: delete it to fall back to an earlier one"
         ) from None
     return weights, state
+
+
+def newest_good_checkpoint(
+    folder: Path, fingerprint: str | None = None, warn: Callable[[str], None] = print
+) -> tuple[Path, dict, dict] | None:
+    """The newest checkpoint that loads, verifies and (if given) matches `fingerprint`.
+
+    A newer checkpoint that cannot be used is skipped with a message saying why; a
+    checkpoint of a different config (same shapes, other settings) is an error.
+    """
+    for path in checkpoint_folders(folder):
+        try:
+            weights, state = load_checkpoint(path)
+        except VQBenchError as err:
+            warn(f"skipping checkpoint {path.name}: {str(err).split('; delete it')[0]}")
+            continue
+        recorded = state.get("fingerprint")
+        if fingerprint is not None and recorded is not None and recorded != fingerprint:
+            raise VQBenchError(
+                f"checkpoint '{path}' was written by another config (fingerprint {recorded}, "
+                f"this run {fingerprint}); use another --out or --force to start over"
+            )
+        return path, weights, state
+    return None

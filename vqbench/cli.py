@@ -4,22 +4,20 @@ from __future__ import annotations
 
 import argparse
 import inspect
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from tabulate import tabulate
 
-from vqbench import __version__
+from vqbench import distributed
 from vqbench.errors import VQBenchError
-from vqbench.registry import (
-    get_estimator_class,
-    get_quantizer_class,
-    list_estimators,
-    list_quantizers,
-    load_plugin,
-)
+from vqbench.estimator import get_estimator_class, list_estimators
+from vqbench.quantizer import get_quantizer_class, list_quantizers
+from vqbench.registry import load_plugin
+from vqbench.version import __version__
+
+# The commands import the engine when they run, so that `vqbench list` and `--help` start fast.
 
 
 def _first_doc_line(obj: object) -> str:
@@ -84,21 +82,20 @@ def print_results(title: str, results: dict) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from vqbench import distributed
     from vqbench.config import load_run_config
     from vqbench.evaluate import evaluate_run
-    from vqbench.train import TrainingDiverged, read_status, train, write_status
+    from vqbench.rundir import RunDir
+    from vqbench.train import TrainingDiverged, train
 
     config = load_run_config(args.config)
-    run_dir = Path(args.out) if args.out else Path("runs") / config.name
-    main_process = int(os.environ.get("RANK", "0")) == 0
+    run = RunDir(Path(args.out) if args.out else Path("runs") / config.name)
     try:
-        train(config, run_dir, resume=args.resume, force=args.force, device=args.device)
+        train(config, run.path, resume=args.resume, force=args.force, device=args.device)
         if not args.no_eval:
-            out, results = evaluate_run(run_dir, device=args.device)
-            if main_process:
+            out, results = evaluate_run(run.path, device=args.device)
+            if distributed.is_main_process():
                 print_results(f"{config.name}: {out}", results)
-                write_status(run_dir, state="finished", step=read_status(run_dir).get("step"))
+                run.set_status("finished", run.status().get("step"))
     except TrainingDiverged as err:
         print(f"vqbench: training stopped: {err}", file=sys.stderr)
         return 1
@@ -123,8 +120,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from vqbench import distributed
-    from vqbench.suite import describe, load_suite, run_suite
+    from vqbench.runner import describe, run_suite
+    from vqbench.suite import load_suite
     from vqbench.train import TrainingDiverged
 
     suite = load_suite(args.suite, seeds=args.seeds)
@@ -163,13 +160,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 1
     finally:
         distributed.teardown()
-    if int(os.environ.get("RANK", "0")) == 0:
+    if distributed.is_main_process():
         print(f"wrote {Path(args.results) / (suite.name + '.md')}")
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from vqbench.report import rebuild
+    from vqbench.runner import rebuild
 
     print(f"wrote {rebuild(args.runs, args.results)}")
     return 0

@@ -3,13 +3,20 @@
 Read with `yaml.safe_load` only (no YAML tag can build a Python object), validated by pydantic
 before anything is written; every error is one line naming the file, the field and the fix.
 The defaults are the paper's protocol (SPEC section 1); the resolved config (every default
-filled in) is what a run directory records and what its fingerprint is computed from.
+filled in) is what a run directory records and what its fingerprints are computed from:
+
+* `fingerprint()`: what determines the trained weights (two runs with the same fingerprint
+  train the same model); it leaves out the name, the evaluation and how often to log;
+* `settings_fingerprint()`: the same without the quantizer and the seed, i.e. equal across
+  the rows of a fair comparison.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,6 +25,38 @@ import yaml
 from pydantic import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 
 from vqbench.errors import VQBenchError, did_you_mean
+from vqbench.models import PRESETS, check_resolution, preset_downsampling
+from vqbench.params import format_validation_error
+from vqbench.quantizer import get_quantizer_class
+from vqbench.registry import load_plugin
+
+#: Keys (dotted) that do not change the trained weights: left out of both fingerprints.
+NOT_IN_FINGERPRINT = (
+    "name",
+    "eval",
+    "train.log_every",
+    "train.checkpoint_every",
+    "train.keep_checkpoints",
+    "train.val_every_epoch",
+    "train.tensorboard",
+)
+#: Further keys left out of the settings fingerprint: what a comparison varies.
+NOT_IN_SETTINGS = ("quantizer", "seed", "plugins")
+
+#: A run or suite name: letters, digits, `_`, `-`, `.` (no path separators, no `..`).
+NAME_PATTERN = re.compile(r"^(?!\.{1,2}$)[A-Za-z0-9_.-]+$")
+
+
+def check_name(name: str, what: str, *, parts: bool = False) -> str:
+    """`name` is safe as a folder name (with `parts`, each `/`-separated part is)."""
+    pieces = name.split("/") if parts else [name]
+    if not name or not all(NAME_PATTERN.match(p) for p in pieces):
+        raise ValueError(
+            f"{what} {name!r} must be made of letters, digits, '_', '-' and '.'"
+            + (" (parts separated by '/')" if parts else "")
+            + ", and not be '.' or '..': it names folders"
+        )
+    return name
 
 
 class Section(pydantic.BaseModel):
@@ -46,8 +85,18 @@ class DataConfig(Section):
 
 
 class ModelConfig(Section):
-    preset: Literal["vqgan", "taming", "tiny", "vit_vqgan"] = "vqgan"
+    preset: str = "vqgan"
     overrides: dict[str, Any] = {}
+
+    @pydantic.field_validator("preset")
+    @classmethod
+    def _known_preset(cls, preset: str) -> str:
+        if preset not in PRESETS:
+            raise ValueError(
+                f"unknown preset;{did_you_mean(preset, PRESETS) or ''} presets: "
+                f"{', '.join(PRESETS)}"
+            )
+        return preset
 
 
 class QuantizerConfig(Section):
@@ -84,6 +133,17 @@ class TrainConfig(Section):
     checkpoint_every: PositiveInt = 1000
     keep_checkpoints: PositiveInt = 2
     val_every_epoch: bool = False
+    tensorboard: bool = False  # also log to run_dir/tb/ (TensorBoard event files)
+
+    @pydantic.field_validator("tensorboard")
+    @classmethod
+    def _tensorboard_installed(cls, on: bool) -> bool:
+        if on and importlib.util.find_spec("tensorboard") is None:
+            raise ValueError(
+                "needs the tensorboard package: pip install 'vqbench[tensorboard]' (or set it "
+                "to false; metrics.jsonl is always written)"
+            )
+        return on
 
     @pydantic.model_validator(mode="after")
     def _one_budget(self) -> TrainConfig:
@@ -103,6 +163,7 @@ class EvalConfig(Section):
     batch_size: PositiveInt = 64
     use_ema: bool = True
     lpips_net: Literal["vgg", "alex"] = "vgg"
+    lpips_weights: str | None = None  # torchvision's VGG16/AlexNet file (offline use)
     inception_weights: str | None = None
 
 
@@ -117,6 +178,11 @@ class RunConfig(Section):
     optim: OptimConfig = OptimConfig()
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
+
+    @pydantic.field_validator("name")
+    @classmethod
+    def _safe_name(cls, name: str) -> str:
+        return check_name(name, "name", parts=True)
 
     @pydantic.model_validator(mode="after")
     def _patchgan_fits(self) -> RunConfig:
@@ -133,50 +199,33 @@ class RunConfig(Section):
         return self.model_dump(mode="json")
 
     def fingerprint(self) -> str:
-        """Hash of what determines the trained weights (the name and eval settings excluded)."""
-        data = self.resolved()
-        for key in ("name", "eval"):
-            data.pop(key)
-        data["train"] = {
-            k: v
-            for k, v in data["train"].items()
-            if k not in ("log_every", "checkpoint_every", "keep_checkpoints", "val_every_epoch")
-        }
-        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+        """Hash of what determines the trained weights."""
+        return _digest(self.resolved(), NOT_IN_FINGERPRINT, 16)
+
+    def settings_fingerprint(self) -> str:
+        """Hash of everything but the quantizer and the seed: equal across a fair block."""
+        return _digest(self.resolved(), NOT_IN_FINGERPRINT + NOT_IN_SETTINGS, 12)
 
 
-def _field_names(model: type[pydantic.BaseModel], loc: tuple) -> list[str]:
-    """The field names allowed at `loc` (for 'did you mean')."""
-    for part in loc[:-1]:
-        field = model.model_fields.get(str(part))
-        annotation = getattr(field, "annotation", None)
-        if not (isinstance(annotation, type) and issubclass(annotation, pydantic.BaseModel)):
-            return []
-        model = annotation
-    return list(model.model_fields)
+def _digest(data: dict[str, Any], exclude: tuple[str, ...], length: int) -> str:
+    data = json.loads(json.dumps(data))  # a deep copy of plain data
+    for key in exclude:
+        *parents, leaf = key.split(".")
+        node = data
+        for part in parents:
+            node = node.get(part, {})
+        node.pop(leaf, None)
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:length]
 
 
 def format_config_error(
     source: str, err: pydantic.ValidationError, model: type[pydantic.BaseModel] = RunConfig
 ) -> str:
-    first = err.errors()[0]
-    loc = tuple(first["loc"])
-    where = ".".join(str(p) for p in loc)
-    if first["type"] == "extra_forbidden":
-        hint = did_you_mean(str(loc[-1]), _field_names(model, loc))
-        return f"{source}: unknown key '{where}';{hint or ' remove it'}"
-    msg = first["msg"].removeprefix("Value error, ")
-    if not loc:
-        return f"{source}: {msg}"
-    if isinstance(first.get("input"), dict):  # a check across fields: the message names them
-        return f"{source}: {where}: {msg}"
-    return f"{source}: {where}={first.get('input')!r} is invalid: {msg}"
+    return format_validation_error(source, err, model)
 
 
 def check_quantizer(config: RunConfig, source: str) -> None:
     """Validate the quantizer name and parameters (and its estimator) without building it."""
-    from vqbench.registry import get_quantizer_class, load_plugin
-
     for module in config.plugins:
         load_plugin(module)
     try:
@@ -188,9 +237,16 @@ def check_quantizer(config: RunConfig, source: str) -> None:
 def read_yaml(path: str | Path) -> Any:
     path = Path(path)
     if not path.is_file():
-        raise VQBenchError(f"config file '{path}' does not exist; check the path")
+        what = "is a folder, not a file" if path.is_dir() else "does not exist"
+        raise VQBenchError(f"config file '{path}' {what}; check the path")
     try:
         data = yaml.safe_load(path.read_text())
+    except UnicodeDecodeError:
+        raise VQBenchError(
+            f"{path}: not a text file (it is not UTF-8); give a YAML config file"
+        ) from None
+    except OSError as err:
+        raise VQBenchError(f"config file '{path}' cannot be read ({err.strerror})") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
@@ -208,11 +264,21 @@ def read_yaml(path: str | Path) -> Any:
     return data
 
 
+def check_model(config: RunConfig, source: str) -> None:
+    """The model overrides exist and the resolution fits the model's downsampling."""
+    try:
+        factor = preset_downsampling(config.model.preset, **config.model.overrides)
+        check_resolution(config.data.resolution, factor)
+    except VQBenchError as err:
+        raise VQBenchError(f"{source}: {err}") from None
+
+
 def parse_run_config(data: dict[str, Any], source: str) -> RunConfig:
     try:
         config = RunConfig(**data)
     except pydantic.ValidationError as err:
         raise VQBenchError(format_config_error(source, err)) from None
+    check_model(config, source)
     check_quantizer(config, source)
     return config
 

@@ -50,15 +50,6 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
     return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 
 
-def check_resolution(resolution: int, downsampling: int) -> None:
-    if resolution <= 0 or resolution % downsampling:
-        nearest = max(1, resolution // downsampling) * downsampling
-        raise VQBenchError(
-            f"data.resolution={resolution} is not a positive multiple of the model's "
-            f"downsampling factor {downsampling}; use e.g. {nearest}"
-        )
-
-
 def _transform(train: bool, resolution: int):
     from torchvision.transforms import v2
 

@@ -1,12 +1,13 @@
 """Gradient estimators: how the gradient crosses the hard code assignment.
 
 An estimator takes the tokens `z` and their chosen codes `q` (both `(N, d)`, float32, in the
-lookup space) and returns the tensor that flows on to the decoder: its value (`q` for `ste`
-and `rotation`) and, through autograd, the rule by which the decoder's gradient reaches `z`.
-How the codebook is parameterised is the quantizer's business; every explicit-codebook
-quantizer takes `estimator: NAME` and `estimator_params: {...}`, so any quantizer can be
-crossed with any estimator. Built-ins live in the top-level `estimators` package and register
-through the `vqbench.estimators` entry-point group.
+lookup space) and returns the tensor that flows on to the decoder. Its value is always `q`
+(a tokenizer emits codes; `forward(z).z_q` equals `decode_indices(indices)`); what an estimator
+chooses is the rule by which the decoder's gradient reaches `z`. How the codebook is
+parameterised is the quantizer's business; every explicit-codebook quantizer takes
+`estimator: NAME` and `estimator_params: {...}`, so any quantizer can be crossed with any
+estimator. Built-ins live in the top-level `estimators` folder and register through the
+`vqbench.estimators` entry-point group, as a third-party plugin would.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch
 from torch import nn
 
 from vqbench.params import PluginParams, validate_params
+from vqbench.registry import Registry
 
 
 def straight_through(z: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
@@ -41,5 +43,34 @@ class Estimator(nn.Module):
     def forward(self, z: torch.Tensor, q: torch.Tensor) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
 
+    @classmethod
+    def describe(cls, params: dict[str, Any]) -> str:
+        """How reports name this estimator with these parameters."""
+        return cls.name + (
+            f" ({', '.join(f'{k}={v}' for k, v in params.items())})" if params else ""
+        )
+
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v!r}" for k, v in self.params.model_dump().items())
+
+
+ESTIMATORS = Registry("estimator", "vqbench.estimators", Estimator)
+
+
+def register_estimator(name: str, *, override: bool = False):
+    """Class decorator that registers an `Estimator` subclass under `name`."""
+    return ESTIMATORS.register(name, override=override)
+
+
+def list_estimators() -> list[str]:
+    """Registered gradient-estimator names, sorted."""
+    return ESTIMATORS.names()
+
+
+def get_estimator_class(name: str) -> type[Estimator]:
+    return ESTIMATORS.get(name)
+
+
+def create_estimator(name: str, **params: Any) -> Estimator:
+    """Build the estimator registered under `name` with validated `params`."""
+    return ESTIMATORS.create(name, **params)

@@ -20,8 +20,9 @@ vector-quantize-pytorch.
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
+
+from vqbench.distributed import all_reduce_sum, all_reduce_sum_differentiable
 
 _TINY = torch.finfo(torch.float32).tiny
 
@@ -59,11 +60,8 @@ def mean_code_distribution(x: torch.Tensor, temperature: float) -> torch.Tensor:
     low = _half_code_log_probs(a[:, high_bits:]).exp()  # (N, 2^low)
     total = high.t() @ low  # (2^high, 2^low): sum_n p_n(h, l)
     count = torch.tensor(float(a.shape[0]), device=a.device, dtype=a.dtype)
-    if dist.is_available() and dist.is_initialized():
-        import torch.distributed.nn.functional as dist_fn
-
-        total = dist_fn.all_reduce(total)
-        dist.all_reduce(count)
+    total = all_reduce_sum_differentiable(total)
+    all_reduce_sum(count)
     return (total / count).reshape(-1)
 
 

@@ -3,14 +3,14 @@
 Fig. 2/8: codebook usage per epoch, per method. Fig. 4: metrics against codebook size after
 resampling or self-extension. Fig. 5: per-group code-norm mean/std and usage. Fig. 6/7/9:
 cosine similarity of codes sampled per group, 2-D PCA of codes per group and of the biases.
-Fig. 10: originals and reconstructions per method.
+Fig. 10: originals and reconstructions per method. Every figure is drawn from the report's
+`Row`s and what the trained quantizers say of themselves (their group layout), and written
+atomically.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
 import matplotlib
 
@@ -18,28 +18,35 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
+from vqbench.build import load_trained  # noqa: E402
+from vqbench.data import build_split  # noqa: E402
+from vqbench.files import atomic_write  # noqa: E402
+from vqbench.report import Row  # noqa: E402
+from vqbench.rundir import RunDir  # noqa: E402
+from vqbench.suite import Suite  # noqa: E402
 
-def _epochs(run_dir: Path) -> list[dict[str, Any]]:
-    path = run_dir / "metrics.jsonl"
-    if not path.is_file():
-        return []
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [r for r in records if "train_usage" in r]
+
+def save_figure(fig, out: Path, dpi: int) -> Path:
+    fig.tight_layout()
+    with atomic_write(out) as tmp:
+        fig.savefig(tmp, dpi=dpi, format="png")
+    plt.close(fig)
+    return out
 
 
-def usage_curves(records, out: Path) -> Path | None:
+def usage_curves(rows: list[Row], out: Path) -> Path | None:
     fig, ax = plt.subplots(figsize=(6, 4))
     drawn = False
-    for rec in records:
-        if rec["operation"] is not None or not rec["run_dirs"]:
+    for row in rows:
+        if row.operation is not None or not row.run_dirs:
             continue
-        epochs = _epochs(Path(rec["run_dirs"][0]))
+        epochs = RunDir(row.run_dirs[0]).epoch_records()
         if epochs:
             ax.plot(
                 [e["epoch"] + 1 for e in epochs],
                 [100 * e["train_usage"] for e in epochs],
                 marker="o",
-                label=rec["label"],
+                label=row.label,
             )
             drawn = True
     if not drawn:
@@ -50,159 +57,144 @@ def usage_curves(records, out: Path) -> Path | None:
     ax.set_title("Codebook usage during training (seed 0)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out, 110)
 
 
-def codebook_size_curves(records, out: Path) -> Path | None:
-    series: dict[str, list[tuple[int, dict]]] = {}
-    for rec in records:
-        if rec["codebook_size"] and any(r["run"] == rec["run"] and r["operation"] for r in records):
-            series.setdefault(rec["run"], []).append((rec["codebook_size"], rec))
+def codebook_size_curves(rows: list[Row], out: Path) -> Path | None:
+    resized = {r.run for r in rows if r.operation}
+    series: dict[str, list[Row]] = {}
+    for row in rows:
+        if row.codebook_size and row.run in resized:
+            series.setdefault(row.run, []).append(row)
     if not series:
         return None
+
+    def mean(row: Row, key: str) -> float | None:
+        return row.metrics.get(key, {}).get("mean")
+
     keys = [
         k
         for k in ("psnr", "rfid", "lpips", "ssim")
-        if any(
-            rec["metrics"].get(k, {}).get("mean") is not None
-            for pts in series.values()
-            for _, rec in pts
-        )
+        if any(mean(row, k) is not None for points in series.values() for row in points)
     ]
     fig, axes = plt.subplots(1, len(keys), figsize=(4.5 * len(keys), 3.8), squeeze=False)
     for ax, key in zip(axes[0], keys):
         for run, points in series.items():
-            points = sorted(
-                (size, rec["metrics"][key]["mean"])
-                for size, rec in points
-                if rec["metrics"].get(key, {}).get("mean") is not None
-            )
-            ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=run)
+            xy = sorted((r.codebook_size, mean(r, key)) for r in points if mean(r, key) is not None)
+            ax.plot([p[0] for p in xy], [p[1] for p in xy], marker="o", label=run)
         ax.set_xscale("log", base=2)
         ax.set_xlabel("codebook size after resampling / extension")
         ax.set_ylabel(key)
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
     fig.suptitle("Metrics against codebook size (Fig. 4)")
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out, 110)
 
 
-def _load_model(run_dir: Path):
-    from vqbench.evaluate import find_run, load_trained_model
-
-    run, checkpoint = find_run(run_dir)
-    return load_trained_model(run, checkpoint, use_ema=True, device=torch.device("cpu"))
+def _trained_quantizer(row: Row):
+    _, model, _, _ = load_trained(row.run_dirs[0], use_ema=True)
+    return model.quantizer
 
 
-def group_figures(records, out_dir: Path, prefix: str) -> list[tuple[str, Path]]:
-    """Fig. 5-7 and 9 for the first seed of every Group-VQ run."""
+def group_figure(row: Row, out: Path) -> Path | None:
+    """Fig. 5-7 and 9 for the first seed of a run whose quantizer has a group layout."""
+    q = _trained_quantizer(row)
+    stats = q.group_statistics()
+    if stats is None:
+        return None
+    with torch.no_grad():
+        codes = q.codebook().float()
+        group = q.code_groups()
+    k = int(group.max()) + 1
+    usage = row.results[0].get("group_usage")
+    fig, axes = plt.subplots(1, 4, figsize=(19, 4))
+    ax = axes[0]
+    ax.errorbar(
+        range(k),
+        stats["code_norm_mean"],
+        yerr=stats["code_norm_std"],
+        fmt="o",
+        ms=3,
+        label="code norm mean ± std",
+    )
+    if usage:
+        ax2 = ax.twinx()
+        ax2.bar(range(k), [100 * u for u in usage], alpha=0.25, color="C1")
+        ax2.set_ylabel("usage per group (%)")
+    ax.set_xlabel("group")
+    ax.set_title("Per-group code norms and usage (Fig. 5)")
+    shown = list(range(min(k, 8)))
+    sampled = torch.cat([codes[group == j][:16] for j in shown])
+    sim = torch.nn.functional.normalize(sampled, dim=1)
+    axes[1].imshow((sim @ sim.t()).numpy(), cmap="coolwarm", vmin=-1, vmax=1)
+    axes[1].set_title(f"Cosine similarity, 16 codes of groups 0-{len(shown) - 1} (Fig. 6)")
+    centred = codes - codes.mean(0)
+    _, _, v = torch.pca_lowrank(centred, q=2, center=False)
+    xy = centred @ v[:, :2]
+    for j in shown:
+        pts = xy[group == j][:256]
+        axes[2].scatter(pts[:, 0], pts[:, 1], s=3, label=f"group {j}")
+    axes[2].set_title("PCA of codes per group (Fig. 7)")
+    axes[2].legend(fontsize=6, markerscale=3)
+    biases = q.group_biases()
+    if biases is not None and k >= 3:
+        b = biases - biases.mean(0)
+        _, _, vb = torch.pca_lowrank(b, q=2, center=False)
+        pb = b @ vb[:, :2]
+        axes[3].scatter(pb[:, 0], pb[:, 1], s=12, c=range(k), cmap="viridis")
+    axes[3].set_title("PCA of the group biases (Fig. 9)")
+    return save_figure(fig, out, 100)
+
+
+def group_figures(rows: list[Row], out_dir: Path, prefix: str) -> list[tuple[str, Path]]:
+    """Fig. 5-7 and 9 for every run whose evaluation reported per-group usage."""
     figures = []
-    for rec in records:
-        if rec["quantizer"] != "group_vq" or rec["operation"] or not rec["results"]:
+    for row in rows:
+        if row.operation or not row.results or "group_usage" not in row.results[0]:
             continue
-        _, model = _load_model(Path(rec["run_dirs"][0]))
-        q = model.quantizer
-        with torch.no_grad():
-            codes = q.codebook().float()
-            stats = q.group_statistics()
-            group = q.group_of(torch.arange(codes.shape[0]))
-        usage = rec["results"][0].get("group_usage")
-        k = q.groups
-        fig, axes = plt.subplots(1, 4, figsize=(19, 4))
-        ax = axes[0]
-        ax.errorbar(
-            range(k),
-            stats["code_norm_mean"],
-            yerr=stats["code_norm_std"],
-            fmt="o",
-            ms=3,
-            label="code norm mean ± std",
-        )
-        if usage:
-            ax2 = ax.twinx()
-            ax2.bar(range(k), [100 * u for u in usage], alpha=0.25, color="C1")
-            ax2.set_ylabel("usage per group (%)")
-        ax.set_xlabel("group")
-        ax.set_title("Per-group code norms and usage (Fig. 5)")
-        shown = list(range(min(k, 8)))
-        sampled = torch.cat([codes[group == j][:16] for j in shown])
-        sim = torch.nn.functional.normalize(sampled, dim=1)
-        axes[1].imshow((sim @ sim.t()).numpy(), cmap="coolwarm", vmin=-1, vmax=1)
-        axes[1].set_title(f"Cosine similarity, 16 codes of groups 0-{len(shown) - 1} (Fig. 6)")
-        centred = codes - codes.mean(0)
-        _, _, v = torch.pca_lowrank(centred, q=2, center=False)
-        xy = centred @ v[:, :2]
-        for j in shown:
-            pts = xy[group == j][:256]
-            axes[2].scatter(pts[:, 0], pts[:, 1], s=3, label=f"group {j}")
-        axes[2].set_title("PCA of codes per group (Fig. 7)")
-        axes[2].legend(fontsize=6, markerscale=3)
-        bias = q.projector.bias
-        if bias is not None and k >= 3:
-            b = bias.detach().reshape(k, -1)
-            b = b - b.mean(0)
-            _, _, vb = torch.pca_lowrank(b, q=2, center=False)
-            pb = b @ vb[:, :2]
-            axes[3].scatter(pb[:, 0], pb[:, 1], s=12, c=range(k), cmap="viridis")
-        axes[3].set_title("PCA of the group biases (Fig. 9)")
-        fig.tight_layout()
-        path = out_dir / f"{prefix}-groups-{rec['run']}.png"
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        figures.append((f"Group-VQ per-group statistics: {rec['label']}", path))
+        path = group_figure(row, out_dir / f"{prefix}-groups-{row.run}.png")
+        if path is not None:
+            figures.append((f"Group-VQ per-group statistics: {row.label}", path))
     return figures
 
 
-def reconstruction_strip(suite, records, out: Path, n: int = 6) -> Path | None:
-    from vqbench.data import build_split
-
-    rows = [r for r in records if r["operation"] is None and r["results"]]
-    if not rows:
+def reconstruction_strip(suite: Suite, rows: list[Row], out: Path, n: int = 6) -> Path | None:
+    shown = [r for r in rows if r.operation is None and r.results]
+    if not shown:
         return None
     c = suite.runs[0].config
     data = build_split(c.data, train=False, seed=c.seed)
     x = torch.stack([data[i] for i in range(min(n, len(data)))])
     strips = [("original", x)]
-    for rec in rows:
-        _, model = _load_model(Path(rec["run_dirs"][0]))
+    for row in shown:
+        _, model, _, _ = load_trained(row.run_dirs[0], use_ema=True)
         with torch.no_grad():
-            strips.append((rec["label"], model(x)[0].clamp(-1, 1)))
+            strips.append((row.label, model(x)[0].clamp(-1, 1)))
     fig, axes = plt.subplots(len(strips), 1, figsize=(1.4 * len(x), 1.5 * len(strips)))
     for ax, (label, images) in zip(axes, strips):
-        row = torch.cat(list((images + 1) / 2), dim=2).permute(1, 2, 0).numpy()
-        ax.imshow(row.clip(0, 1))
+        strip = torch.cat(list((images + 1) / 2), dim=2).permute(1, 2, 0).numpy()
+        ax.imshow(strip.clip(0, 1))
         ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
         ax.set_xticks([])
         ax.set_yticks([])
     fig.suptitle("Validation images and reconstructions (Fig. 10)", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out, 110)
 
 
-def write_all(suite, records, runs_dir: Path, out_dir: Path) -> list[tuple[str, Path]]:
+def write_all(suite: Suite, rows: list[Row], out_dir: Path) -> list[tuple[str, Path]]:
     name = suite.name
     figures = []
-    for title, make in [
-        ("Codebook usage per epoch", lambda: usage_curves(records, out_dir / f"{name}-usage.png")),
+    for title, path in [
+        ("Codebook usage per epoch", usage_curves(rows, out_dir / f"{name}-usage.png")),
         (
             "Metrics against codebook size",
-            lambda: codebook_size_curves(records, out_dir / f"{name}-codebook-size.png"),
+            codebook_size_curves(rows, out_dir / f"{name}-codebook-size.png"),
         ),
         (
             "Reconstructions",
-            lambda: reconstruction_strip(suite, records, out_dir / f"{name}-reconstructions.png"),
+            reconstruction_strip(suite, rows, out_dir / f"{name}-reconstructions.png"),
         ),
     ]:
-        path = make()
         if path is not None:
             figures.append((title, path))
-    figures += group_figures(records, out_dir, name)
-    return figures
+    return figures + group_figures(rows, out_dir, name)

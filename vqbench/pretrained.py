@@ -1,35 +1,63 @@
 """Pretrained weights the metrics and the perceptual loss need, found without guessing.
 
-LPIPS needs torchvision's VGG16 (or AlexNet) trunk; rFID needs torch-fidelity's Inception.
-Each is looked up in this order: an explicit path (config or `VQBENCH_VGG16_WEIGHTS`,
-`VQBENCH_ALEXNET_WEIGHTS`, `VQBENCH_INCEPTION_WEIGHTS`); the library's own cache under
-`$TORCH_HOME/hub/checkpoints/`; the library's download, unless `VQBENCH_OFFLINE=1`. When none
-works, `WeightsUnavailable` says which file is missing and how to provide it, and the metric is
+LPIPS needs torchvision's VGG16 (or AlexNet) trunk; rFID needs an Inception network
+(torch-fidelity's or pytorch-fid's). Each file is looked up in this order: an explicit path
+(config or `VQBENCH_VGG16_WEIGHTS`, `VQBENCH_ALEXNET_WEIGHTS`, `VQBENCH_INCEPTION_WEIGHTS`,
+`VQBENCH_PT_INCEPTION_WEIGHTS`); the libraries' cache `$TORCH_HOME/hub/checkpoints/`; one quiet
+download into that cache, unless `VQBENCH_OFFLINE=1`. The libraries are always handed the file
+(never asked to download themselves), so an offline run prints no download attempts or
+deprecation warnings, and a failed download is tried once per process. When no file can be
+had, `WeightsUnavailable` says which is missing and how to provide it, and the metric is
 reported as unavailable with that reason, never guessed.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 from pathlib import Path
 
 import torch
 
-# The file names the libraries download, i.e. what they look for in their cache.
+# The files the libraries download, i.e. what they look for in their cache, and where from.
 VGG16_FILE = "vgg16-397923af.pth"
 ALEXNET_FILE = "alexnet-owt-7be5be79.pth"
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
+PT_INCEPTION_FILE = "pt_inception-2015-12-05-6726825d.pth"
+_FILE = {
+    "vgg": VGG16_FILE,
+    "alex": ALEXNET_FILE,
+    "inception": INCEPTION_FILE,
+    "pt_inception": PT_INCEPTION_FILE,
+}
 _ENV = {
     "vgg": "VQBENCH_VGG16_WEIGHTS",
     "alex": "VQBENCH_ALEXNET_WEIGHTS",
     "inception": "VQBENCH_INCEPTION_WEIGHTS",
+    "pt_inception": "VQBENCH_PT_INCEPTION_WEIGHTS",
 }
-_FILE = {"vgg": VGG16_FILE, "alex": ALEXNET_FILE, "inception": INCEPTION_FILE}
+_URL = {
+    "vgg": f"https://download.pytorch.org/models/{VGG16_FILE}",
+    "alex": f"https://download.pytorch.org/models/{ALEXNET_FILE}",
+    "inception": f"https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/{INCEPTION_FILE}",
+    "pt_inception": (
+        f"https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/{PT_INCEPTION_FILE}"
+    ),
+}
+_WHAT = {
+    "vgg": "LPIPS-vgg trunk",
+    "alex": "LPIPS-alex trunk",
+    "inception": "Inception (FID, torch-fidelity)",
+    "pt_inception": "Inception (FID, pytorch-fid)",
+}
 # lpips' trunk slices: torchvision `features` index -> lpips `net.sliceK` (protocol.md 7.4).
 _LPIPS_SLICES = {
     "vgg": [range(0, 4), range(4, 9), range(9, 16), range(16, 23), range(23, 30)],
     "alex": [range(0, 2), range(2, 5), range(5, 8), range(8, 10), range(10, 12)],
 }
+#: Downloads that failed in this process (kind -> reason), so that each is tried once.
+_FAILED_DOWNLOADS: dict[str, str] = {}
 
 
 class WeightsUnavailable(RuntimeError):
@@ -44,39 +72,58 @@ def offline() -> bool:
     return os.environ.get("VQBENCH_OFFLINE", "") not in ("", "0")
 
 
-def explicit_path(kind: str, path: str | None = None) -> Path | None:
-    """The weights file given in config or environment, checked to exist."""
-    chosen = path or os.environ.get(_ENV[kind])
-    if not chosen:
-        return None
-    if not Path(chosen).is_file():
-        raise WeightsUnavailable(f"{_ENV[kind]}/weights file '{chosen}' does not exist")
-    return Path(chosen)
-
-
-def _missing(kind: str, what: str, err: Exception | None = None) -> WeightsUnavailable:
-    why = f": {str(err).splitlines()[0]}" if err is not None and str(err) else ""
+def _missing(kind: str, why: str = "") -> WeightsUnavailable:
     return WeightsUnavailable(
-        f"{what} weights not found{why}; set {_ENV[kind]} to the file, or place "
-        f"{_FILE[kind]} in {hub_checkpoint('').parent}/checkpoints"
+        f"{_WHAT[kind]} weights not found{f': {why}' if why else ''}; set {_ENV[kind]} to the "
+        f"file, or place {_FILE[kind]} in {hub_checkpoint('').parent}/checkpoints"
     )
 
 
+def _download(kind: str, target: Path) -> None:
+    """One quiet download into the cache (no progress bar, no library messages)."""
+    if kind in _FAILED_DOWNLOADS:
+        raise _missing(kind, _FAILED_DOWNLOADS[kind])
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
+            torch.hub.download_url_to_file(_URL[kind], str(target), progress=False)
+    except Exception as err:  # no network, refused, truncated
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        _FAILED_DOWNLOADS[kind] = f"download failed ({reason})"
+        raise _missing(kind, _FAILED_DOWNLOADS[kind]) from None
+
+
+def weights_file(kind: str, path: str | None = None) -> Path:
+    """The weights file of `kind` (`vgg`, `alex`, `inception`, `pt_inception`), found or fetched."""
+    chosen = path or os.environ.get(_ENV[kind])
+    if chosen:
+        if not Path(chosen).is_file():
+            raise WeightsUnavailable(f"{_ENV[kind]}/weights file '{chosen}' does not exist")
+        return Path(chosen)
+    cached = hub_checkpoint(_FILE[kind])
+    if cached.is_file():
+        return cached
+    if offline():
+        raise _missing(kind)
+    _download(kind, cached)
+    return cached
+
+
+def _read_state_dict(kind: str, file: Path) -> dict:
+    try:
+        return torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated or not a state dict
+        raise _missing(kind, f"'{file}' cannot be read ({type(err).__name__})") from None
+
+
 def load_lpips(net: str = "vgg", path: str | None = None) -> torch.nn.Module:
-    """`lpips.LPIPS(net=...)` with its trunk from `path`, the env, the cache, or a download."""
+    """`lpips.LPIPS(net=...)` (its linear layers ship with the package) on a trunk file."""
     import lpips
 
-    trunk_file = explicit_path(net, path)
-    if trunk_file is not None:
+    file = weights_file(net, path)
+    with contextlib.redirect_stdout(io.StringIO()):
         model = lpips.LPIPS(net=net, pnet_rand=True, verbose=False)
-        load_lpips_trunk(model, torch.load(trunk_file, map_location="cpu", weights_only=True), net)
-    elif hub_checkpoint(_FILE[net]).is_file() or not offline():
-        try:
-            model = lpips.LPIPS(net=net, verbose=False)
-        except Exception as err:  # download refused, truncated file, no network
-            raise _missing(net, f"LPIPS-{net} trunk", err) from None
-    else:
-        raise _missing(net, f"LPIPS-{net} trunk")
+    load_lpips_trunk(model, _read_state_dict(net, file), net)
     return model.eval().requires_grad_(False)
 
 
@@ -96,16 +143,6 @@ def load_lpips_trunk(model: torch.nn.Module, state: dict, net: str) -> None:
             f"torchvision's {_FILE[net]} state dict"
         )
     model.net.load_state_dict(mapped)
-
-
-def inception_weights(path: str | None = None) -> str | None:
-    """Path for torch-fidelity's `feature_extractor_weights_path` (None: its cache/download)."""
-    explicit = explicit_path("inception", path)
-    if explicit is not None:
-        return str(explicit)
-    if hub_checkpoint(INCEPTION_FILE).is_file() or not offline():
-        return None
-    raise _missing("inception", "Inception (FID)")
 
 
 def describe_missing(err: Exception) -> str:

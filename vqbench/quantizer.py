@@ -1,14 +1,21 @@
-"""The one interface every quantizer implements, and the machinery they share.
+"""The one interface every quantizer implements, its registry, and the machinery they share.
 
 A quantizer maps a channel-first feature map `(B, dim, H, W)` to a `QuantizerOutput`. Subclasses
 implement `quantize_tokens` on flattened float32 tokens `(N, dim)`; the base class handles the
 layout, turns autocast off (distances, argmin and losses are always float32) and validates
 parameters, so that every error names the quantizer, the field, the value and what is allowed.
+
+What a quantizer can do beyond quantizing is asked of it, never guessed from its name: its
+group layout (`independent_groups`, `code_groups`, `group_statistics`, `group_biases`),
+whether it builds its codebook from data before training (`initialises_from_data`,
+`init_from_data`) and whether it can resample or extend its codebook after training
+(`resamplable`, `resample`, `extend`). The base class answers "cannot" for each.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -18,9 +25,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from vqbench.errors import VQBenchError
-from vqbench.estimator import Estimator
+from vqbench.estimator import ESTIMATORS, Estimator, create_estimator
 from vqbench.params import PluginParams, validate_params
-from vqbench.registry import create_estimator
+from vqbench.registry import Registry
 from vqbench.search import nearest_code
 
 
@@ -43,21 +50,12 @@ class QuantizerParams(PluginParams):
 class QuantizerOutput:
     """What `Quantizer.forward` returns.
 
-    z_q: `(B, dim, H, W)`, the quantized features; its gradient reaches the input.
-    indices: `(B, H, W)` int64 code indices.
+    z_q: the quantized features, `(B, dim, H, W)` from `forward` (`(N, dim)` from
+        `quantize_tokens`); its value is the code, its gradient reaches the input.
+    indices: int64 code indices, `(B, H, W)` (`(N,)` from `quantize_tokens`).
     loss: scalar, already weighted; zero where the quantizer has none.
     stats: detached scalars (e.g. the codebook and commitment terms) for logging.
     """
-
-    z_q: torch.Tensor
-    indices: torch.Tensor
-    loss: torch.Tensor
-    stats: dict[str, torch.Tensor] = field(default_factory=dict)
-
-
-@dataclass
-class TokenQuantization:
-    """What `quantize_tokens` returns for flattened tokens `(N, dim)`."""
 
     z_q: torch.Tensor
     indices: torch.Tensor
@@ -106,12 +104,10 @@ class Quantizer(nn.Module):
     @classmethod
     def check_params(cls, **params: Any) -> QuantizerParams:
         """Validate parameters and the estimator they name, allocating nothing."""
-        from vqbench.registry import get_estimator_class
-
         validated = cls.validate_params(**params)
         cls._check_estimator_supported(validated)
         try:
-            estimator = get_estimator_class(validated.estimator)
+            estimator = ESTIMATORS.get(validated.estimator)
             validate_params(estimator.name, estimator.Params, validated.estimator_params)
         except VQBenchError as err:
             raise VQBenchError(f"{cls.name}.estimator: {err}") from None
@@ -127,14 +123,9 @@ class Quantizer(nn.Module):
 
     def build_estimator(self) -> Estimator:
         """The gradient estimator named by the parameters (implicit quantizers: `ste` only)."""
-        p = self.params
-        if not self.explicit_codebook and p.estimator != "ste":
-            raise VQBenchError(
-                f"{self.name}.estimator='{p.estimator}' is not supported: implicit-codebook "
-                f"quantizers take 'ste' only; drop the estimator or use an explicit codebook"
-            )
+        self._check_estimator_supported(self.params)
         try:
-            return create_estimator(p.estimator, **p.estimator_params)
+            return create_estimator(self.params.estimator, **self.params.estimator_params)
         except VQBenchError as err:
             raise VQBenchError(f"{self.name}.estimator: {err}") from None
 
@@ -153,7 +144,7 @@ class Quantizer(nn.Module):
         """The explicit `(codebook_size, lookup_dim)` codes used for the lookup, or None."""
         return None
 
-    def quantize_tokens(self, z: torch.Tensor) -> TokenQuantization:  # pragma: no cover
+    def quantize_tokens(self, z: torch.Tensor) -> QuantizerOutput:  # pragma: no cover
         """Quantize float32 tokens `(N, dim)`."""
         raise NotImplementedError
 
@@ -182,8 +173,81 @@ class Quantizer(nn.Module):
             tokens = self.decode_tokens(indices.reshape(-1).long())
         return tokens.reshape(b, h, w, self.dim).permute(0, 3, 1, 2)
 
+    # ---- capabilities (asked of the quantizer; the defaults say "cannot") ------------------
+    #: True when `init_from_data` must see training images before step 0 (VQGAN-LC's k-means).
+    initialises_from_data: ClassVar[bool] = False
+    #: True when `resample` and `extend` can change the codebook after training (Group-VQ).
+    resamplable: ClassVar[bool] = False
+
+    def independent_groups(self) -> int:
+        """How many groups of codes are updated independently (the paper's 'Group' column).
+
+        A free codebook updates every code on its own (`codebook_size`); codes generated by
+        one shared map form one group; an implicit codebook, fixed, has none (0).
+        """
+        return self.codebook_size if self.explicit_codebook else 0
+
+    def code_groups(self) -> torch.Tensor | None:
+        """`(codebook_size,)` group id of every code, or None without a group layout."""
+        return None
+
+    def group_statistics(self, counts: torch.Tensor | None = None) -> dict[str, Any] | None:
+        """Per-group statistics of the codes (Group-VQ Fig. 5), or None without groups."""
+        return None
+
+    def group_biases(self) -> torch.Tensor | None:
+        """`(groups, dim)` per-group biases (Group-VQ Fig. 9), or None."""
+        return None
+
+    def init_from_data(self, batches: Iterable[torch.Tensor]) -> dict[str, Any] | None:
+        """Build the codebook from batches of training images; returns what was done."""
+        return None
+
+    def resample(self, new_size: int, seed: int = 1) -> Quantizer:
+        """A copy whose codebook is `new_size` freshly drawn codes (Group-VQ Algorithm 2)."""
+        raise self._cannot("resample")
+
+    def extend(self, new_size: int, seed: int = 1) -> Quantizer:
+        """A copy that keeps every code and adds new ones up to `new_size` (Algorithm 2)."""
+        raise self._cannot("extend")
+
+    def _cannot(self, operation: str) -> VQBenchError:
+        return VQBenchError(
+            f"quantizer '{self.name}' cannot {operation} its codebook: only quantizers that "
+            f"generate codes from a sampled core can (see `vqbench list`)"
+        )
+
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v!r}" for k, v in self.params.model_dump().items())
+
+
+QUANTIZERS = Registry("quantizer", "vqbench.quantizers", Quantizer)
+
+
+def register_quantizer(name: str, *, override: bool = False):
+    """Class decorator that registers a `Quantizer` subclass under `name`."""
+    return QUANTIZERS.register(name, override=override)
+
+
+def list_quantizers() -> list[str]:
+    """Registered quantizer names, sorted."""
+    return QUANTIZERS.names()
+
+
+def get_quantizer_class(name: str) -> type[Quantizer]:
+    """The class registered under `name`; unknown names fail with a suggestion."""
+    return QUANTIZERS.get(name)
+
+
+def create_quantizer(name: str, **params: Any) -> Quantizer:
+    """Build the quantizer registered under `name` with validated `params`."""
+    return QUANTIZERS.create(name, **params)
+
+
+def seeded_normal(shape: tuple[int, ...], seed: int, std: float = 1.0) -> torch.Tensor:
+    """N(0, std^2) entries drawn from their own generator, independent of the global RNG."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(shape, generator=generator) * std
 
 
 # ---- shared pieces of explicit-codebook quantizers ------------------------------------------
@@ -224,16 +288,16 @@ class ExplicitCodebookQuantizer(Quantizer):
     explicit_codebook: ClassVar[bool] = True
     Params: ClassVar[type[QuantizerParams]] = ExplicitCodebookParams
 
-    def lookup(self, z: torch.Tensor, codes: torch.Tensor) -> TokenQuantization:
+    def lookup(self, z: torch.Tensor, codes: torch.Tensor) -> QuantizerOutput:
         """Nearest code for each token of `z` (both in the lookup space), loss, estimator."""
         indices = nearest_code(z, codes)
         q = F.embedding(indices, codes)
         loss, terms = codebook_and_commitment_loss(
             z, q, codebook_weight=self.params.codebook_weight, beta=self.params.beta
         )
-        return TokenQuantization(self.estimator(z, q), indices, loss, terms)
+        return QuantizerOutput(self.estimator(z, q), indices, loss, terms)
 
-    def quantize_tokens(self, z: torch.Tensor) -> TokenQuantization:
+    def quantize_tokens(self, z: torch.Tensor) -> QuantizerOutput:
         return self.lookup(z, self.codebook())
 
     def decode_tokens(self, indices: torch.Tensor) -> torch.Tensor:

@@ -1,11 +1,11 @@
-"""Plugin registries: quantizers and gradient estimators, each behind three verbs.
+"""A generic plugin registry (names to classes) and the loader of plugin modules.
 
-`register_quantizer` / `create_quantizer` / `list_quantizers` and `register_estimator` /
-`create_estimator` / `list_estimators`. Plugins register themselves with the decorator where
-they are defined. Built-ins and third-party packages alike are discovered through entry-point
-groups (`vqbench.quantizers`, `vqbench.estimators`; see pyproject.toml); `load_plugin("module")`
-imports any other module whose decorators register more. A registry knows nothing about any one
-plugin, and imports no plugin base class until it is used (lower layers stay import-cycle free).
+A `Registry` knows nothing about what it holds: the module that defines a kind of plugin
+creates one, names the entry-point group through which installed packages declare theirs and
+the base class they must derive from (`vqbench.quantizer.QUANTIZERS`,
+`vqbench.estimator.ESTIMATORS`). Plugins register themselves with the decorator where they
+are defined; built-ins and third-party packages alike are discovered through the entry-point
+group; `load_plugin("module")` imports any other module whose decorators register more.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
+import traceback
 from collections.abc import Callable
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -22,19 +23,23 @@ from vqbench.errors import VQBenchError, did_you_mean
 
 T = TypeVar("T", bound=type)
 
+#: Every registry made, so that `load_plugin` can load their entry points first.
+_REGISTRIES: list[Registry] = []
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
+
 
 class Registry:
-    """Names to classes of one kind of plugin (a subclass of `base`, given as 'module:Class')."""
+    """Names to classes of one kind of plugin, each a subclass of `base`."""
 
-    def __init__(self, kind: str, group: str, base: str) -> None:
-        self.kind, self.group, self._base_path = kind, group, base
+    def __init__(self, kind: str, group: str, base: type) -> None:
+        self.kind, self.group, self.base = kind, group, base
         self._classes: dict[str, type] = {}
         self._entry_points_loaded = False
-
-    @property
-    def base(self) -> type:
-        module, name = self._base_path.split(":")
-        return getattr(importlib.import_module(module), name)
+        _REGISTRIES.append(self)
 
     def register(self, name: str, *, override: bool = False) -> Callable[[T], T]:
         """Class decorator registering `cls` under `name`; a taken name needs `override=True`."""
@@ -69,9 +74,9 @@ class Registry:
                 obj = ep.load()
             except Exception as err:  # name the broken plugin instead of a bare traceback
                 raise VQBenchError(
-                    f"plugin entry point '{ep.name} = {ep.value}' failed to load: {err}; "
-                    f"fix or uninstall the package that declares it"
-                ) from err
+                    f"plugin entry point '{ep.name} = {ep.value}' failed to load "
+                    f"({_first_line(err)}); fix or uninstall the package that declares it"
+                ) from None
             if isinstance(obj, type) and ep.name not in self._classes:
                 self.register(ep.name)(obj)
 
@@ -97,71 +102,55 @@ def _qualname(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-QUANTIZERS = Registry("quantizer", "vqbench.quantizers", "vqbench.quantizer:Quantizer")
-ESTIMATORS = Registry("estimator", "vqbench.estimators", "vqbench.estimator:Estimator")
-
-
-def register_quantizer(name: str, *, override: bool = False):
-    """Class decorator that registers a `Quantizer` subclass under `name`."""
-    return QUANTIZERS.register(name, override=override)
-
-
-def list_quantizers() -> list[str]:
-    """Registered quantizer names, sorted."""
-    return QUANTIZERS.names()
-
-
-def get_quantizer_class(name: str) -> type:
-    """The class registered under `name`; unknown names fail with a suggestion."""
-    return QUANTIZERS.get(name)
-
-
-def create_quantizer(name: str, **params: Any):
-    """Build the quantizer registered under `name` with validated `params`."""
-    return QUANTIZERS.create(name, **params)
-
-
-def register_estimator(name: str, *, override: bool = False):
-    """Class decorator that registers an `Estimator` subclass under `name`."""
-    return ESTIMATORS.register(name, override=override)
-
-
-def list_estimators() -> list[str]:
-    """Registered gradient-estimator names, sorted."""
-    return ESTIMATORS.names()
-
-
-def get_estimator_class(name: str) -> type:
-    return ESTIMATORS.get(name)
-
-
-def create_estimator(name: str, **params: Any):
-    """Build the estimator registered under `name` with validated `params`."""
-    return ESTIMATORS.create(name, **params)
+def _import_file(path: Path) -> None:
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[path.stem] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(path.stem, None)
+        raise
 
 
 def load_plugin(module: str) -> None:
     """Import a plugin module (dotted name or path to a .py file) so its plugins register.
 
     Installed entry points load first, so a plugin that reuses a taken name is the one refused.
+    A module that cannot be imported, or raises while it is, fails in one line naming it.
     """
-    QUANTIZERS.load_entry_points()
-    ESTIMATORS.load_entry_points()
+    for registry in _REGISTRIES:
+        registry.load_entry_points()
     path = Path(module)
     try:
         if module.endswith(".py"):
             if not path.is_file():
                 raise VQBenchError(f"plugin file '{module}' does not exist; check the path")
-            spec = importlib.util.spec_from_file_location(path.stem, path)
-            mod = importlib.util.module_from_spec(spec)
-            sys.modules[path.stem] = mod
-            spec.loader.exec_module(mod)
+            _import_file(path)
         else:
             if "" not in sys.path and str(Path.cwd()) not in sys.path:
                 sys.path.insert(0, str(Path.cwd()))
             importlib.import_module(module)
+    except VQBenchError:
+        raise
     except ModuleNotFoundError as err:
+        if err.name and module.split(".")[0] != err.name.split(".")[0]:
+            raise VQBenchError(
+                f"plugin module '{module}' needs '{err.name}', which is not installed; "
+                f"install it or fix the plugin's imports"
+            ) from None
         raise VQBenchError(
             f"cannot import plugin module '{module}' ({err}); check the name and that it is "
             f"importable (installed, or on PYTHONPATH / in the current folder)"
+        ) from None
+    except SyntaxError as err:
+        raise VQBenchError(
+            f"plugin '{module}' has a syntax error at {Path(err.filename or module).name} line "
+            f"{err.lineno}: {err.msg}; fix the file"
+        ) from None
+    except Exception as err:
+        frame = traceback.extract_tb(err.__traceback__)[-1]
+        raise VQBenchError(
+            f"plugin '{module}' raised while being imported ({_first_line(err)} at "
+            f"{Path(frame.filename).name} line {frame.lineno}); fix the plugin"
         ) from None

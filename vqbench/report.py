@@ -1,15 +1,17 @@
-"""Reports: markdown tables beside the paper's numbers, JSON, and plots, from finished runs.
+"""Reports: typed rows collected from finished runs, rendered as markdown and JSON.
 
-`write_report` reads each run's `eval*.json`, `metrics.jsonl` and checkpoint, averages seeds
-(mean +- std), and writes `results/<suite>.md`, `results/<suite>.json` and PNG plots next to
-them. `vqbench report RUNS_DIR` rebuilds all of it without training.
+`collect` reads each run's `eval*.json` and turns a suite into `Row`s (one per run or
+post-training operation, seeds merged into mean +- std); `render_markdown` and `render_json`
+write them with the paper's numbers beside ours where the suite mirrors a paper table. What a
+quantizer is (its codebook size, how many independent groups it has) comes from its own
+evaluation results, never from its name. Figures are `vqbench.plots`' job.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
+from dataclasses import asdict, dataclass, field
 from datetime import date
 from importlib import resources
 from pathlib import Path
@@ -18,8 +20,12 @@ from typing import Any
 import yaml
 from tabulate import tabulate
 
-import vqbench
 from vqbench.errors import VQBenchError
+from vqbench.estimator import get_estimator_class
+from vqbench.files import read_json
+from vqbench.rundir import RunDir
+from vqbench.suite import Suite
+from vqbench.version import __version__
 
 COLUMNS = [
     ("usage", "Codebook Usage"),
@@ -34,7 +40,7 @@ PROTOCOL_NOTES = [
     "the paper used pytorch-fid on float images, so values differ slightly.",
     "PSNR is the mean of per-image PSNR (data range 1, uint8-quantised images); SimVQ's "
     "evaluation computed a batch-level PSNR (a known bug), reported separately in the JSON as "
-    "`psnr_batch_simvq`.",
+    "`psnr_batch`.",
     "SSIM follows scikit-image's defaults (7x7 uniform window), per image, mean over images.",
     "Usage is codes hit at least once over the whole validation split / codebook size.",
     "SimVQ's trainer lets generator gradients leak into the discriminator step; vqbench does not "
@@ -42,8 +48,9 @@ PROTOCOL_NOTES = [
 ]
 
 
+# ---- the paper's numbers ---------------------------------------------------------------------
 def paper_tables() -> dict[str, Any]:
-    text = resources.files("vqbench").joinpath("resources/group_vq_tables.yaml").read_text()
+    text = resources.files("vqbench").joinpath("resources/paper_tables.yaml").read_text()
     return yaml.safe_load(text)
 
 
@@ -53,10 +60,13 @@ def paper_rows(ref: str | None) -> list[dict[str, Any]]:
         return []
     node: Any = paper_tables()
     for part in ref.split("."):
-        node = node[int(part)] if isinstance(node, list) else node.get(part)
+        try:
+            node = node[int(part)] if isinstance(node, list) else node.get(part)
+        except (ValueError, IndexError):
+            node = None
         if node is None:
             raise VQBenchError(
-                f"paper table '{ref}' does not exist; see vqbench/resources/group_vq_tables.yaml"
+                f"paper table '{ref}' does not exist; see vqbench/resources/paper_tables.yaml"
             )
     return node.get("rows", []) if isinstance(node, dict) else []
 
@@ -70,17 +80,7 @@ def match_paper_row(rows: list[dict[str, Any]], key: dict[str, Any] | None):
     return None
 
 
-def independent_groups(quantizer: str, params: dict[str, Any], size: int) -> int:
-    """The paper's 'Group' column: how many independently updated groups of codes."""
-    if quantizer == "group_vq":
-        return int(params.get("groups", 64))
-    if quantizer in ("simvq", "vqgan_lc"):
-        return 1
-    if quantizer in ("fsq", "lfq"):
-        return 0
-    return size
-
-
+# ---- rows -------------------------------------------------------------------------------------
 def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
@@ -103,10 +103,102 @@ def metric_values(result: dict[str, Any]) -> dict[str, Any]:
         "psnr": result.get("psnr"),
         "ssim": result.get("ssim"),
         "perplexity": result.get("perplexity"),
-        "psnr_batch_simvq": result.get("psnr_batch_simvq"),
+        "psnr_batch": result.get("psnr_batch"),
     }
 
 
+def estimator_label(params: dict[str, Any]) -> str:
+    """How the row's gradient estimator is named (the estimator says, see `describe`)."""
+    name = params.get("estimator", "ste")
+    return get_estimator_class(name).describe(params.get("estimator_params", {}))
+
+
+@dataclass
+class Row:
+    """One table row: a run (or one of its post-training operations), seeds merged."""
+
+    block: int
+    run: str
+    label: str
+    operation: tuple[str, int] | None
+    quantizer: str
+    params: dict[str, Any]
+    settings_fingerprint: str
+    paper: dict[str, Any] | None
+    seeds: list[int] = field(default_factory=list)
+    run_dirs: list[str] = field(default_factory=list)
+    results: list[dict[str, Any]] = field(default_factory=list)
+    metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def codebook_size(self) -> int | None:
+        return next((r["codebook_size"] for r in self.results if "codebook_size" in r), None)
+
+    @property
+    def groups(self) -> int | None:
+        """Independently updated groups of codes (the paper's 'Group' column)."""
+        return next(
+            (r["independent_groups"] for r in self.results if "independent_groups" in r), None
+        )
+
+    @property
+    def estimator(self) -> str:
+        return estimator_label(self.params)
+
+    def summarise(self) -> None:
+        per_metric: dict[str, list[Any]] = {}
+        for result in self.results:
+            for k, v in metric_values(result).items():
+                per_metric.setdefault(k, []).append(v)
+        self.metrics = {k: summarise(v) for k, v in per_metric.items()}
+
+    def to_json(self) -> dict[str, Any]:
+        data = {k: v for k, v in asdict(self).items() if k != "results"}
+        data.update(codebook_size=self.codebook_size, groups=self.groups, raw=self.results)
+        return data
+
+
+def post_label(run_label: str, op: str, size: int) -> str:
+    kind = "self-extension" if op == "extend" else "resampling"
+    return f"{run_label} + {kind} to {size:,}"
+
+
+def collect(suite: Suite, runs_dir: Path) -> list[Row]:
+    """One `Row` per table row: a run (or one of its post-training operations), seeds merged."""
+    blocks = suite.blocks()
+    rows: dict[tuple, Row] = {}
+    for run in suite.runs:
+        folder = RunDir(runs_dir / run.run_id)
+        table = paper_rows(blocks[run.block].paper)
+        variants = [(None, folder.eval_file(), run.label, match_paper_row(table, run.paper))]
+        for post in run.post_ops:
+            op, size = post.op
+            variants.append(
+                (
+                    (op, size),
+                    folder.eval_file(f"{op}-{size}"),
+                    post.label or post_label(run.label, op, size),
+                    match_paper_row(table, post.paper),
+                )
+            )
+        q = run.config.quantizer
+        for op, path, label, paper in variants:
+            row = rows.setdefault(
+                (run.block, run.name, op),
+                Row(run.block, run.name, label, op, q.name, q.params,
+                    run.settings_fingerprint, paper),
+            )  # fmt: skip
+            row.seeds.append(run.seed)
+            row.run_dirs.append(str(folder.path))
+            result = read_json(path)
+            if result:
+                row.results.append(result)
+    for row in rows.values():
+        row.summarise()
+    return list(rows.values())
+
+
+# ---- rendering --------------------------------------------------------------------------------
 def _fmt(summary: dict[str, Any], key: str) -> str:
     if summary["mean"] is None:
         return "n/a"
@@ -124,114 +216,38 @@ def _paper_value(row: dict[str, Any] | None, key: str) -> str | None:
     return f"{value:.1f}" if key == "usage" else f"{value:g}"
 
 
-def load_json(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
-def collect(suite, runs_dir: Path) -> list[dict[str, Any]]:
-    """One record per table row: a run (or one of its post-training operations), seeds merged."""
-    from vqbench.suite import post_result_file
-
-    blocks = suite.blocks()
-    records: dict[tuple, dict[str, Any]] = {}
-    for run in suite.runs:
-        run_dir = runs_dir / run.run_id
-        paper = match_paper_row(paper_rows(blocks[run.block].paper), run.paper)
-        q = run.config.quantizer
-        rows = paper_rows(blocks[run.block].paper)
-        variants = [(None, run_dir / "eval.json", run.label, paper)]
-        for post in run.post_ops:
-            op, size = post.op
-            label = post.label or (
-                f"{run.label} + {'self-extension' if op == 'extend' else 'resampling'} to {size:,}"
-            )
-            variants.append(
-                (
-                    (op, size),
-                    post_result_file(run_dir, op, size),
-                    label,
-                    match_paper_row(rows, post.paper),
-                )
-            )
-        for op, path, label, paper_row in variants:
-            key = (run.block, run.name, op)
-            result = load_json(path)
-            rec = records.setdefault(
-                key,
-                {
-                    "block": run.block,
-                    "run": run.name,
-                    "label": label,
-                    "operation": op,
-                    "quantizer": q.name,
-                    "params": q.params,
-                    "seeds": [],
-                    "results": [],
-                    "settings_fingerprint": run.settings_fingerprint,
-                    "paper": paper_row,
-                    "run_dirs": [],
-                },
-            )
-            rec["seeds"].append(run.seed)
-            rec["run_dirs"].append(str(run_dir))
-            if result:
-                rec["results"].append(result)
-    for rec in records.values():
-        size = next((r["codebook_size"] for r in rec["results"]), None)
-        rec["codebook_size"] = size
-        rec["groups"] = independent_groups(rec["quantizer"], rec["params"], size or 0)
-        per_metric: dict[str, list[Any]] = {}
-        for result in rec["results"]:
-            for k, v in metric_values(result).items():
-                per_metric.setdefault(k, []).append(v)
-        rec["metrics"] = {k: summarise(v) for k, v in per_metric.items()}
-    return list(records.values())
-
-
-def estimator_name(params: dict[str, Any]) -> str:
-    """`rotation`, `radius (clipped)`, ...; radius rows carry the GRIT-style label."""
-    name = params.get("estimator", "ste")
-    extra = params.get("estimator_params", {})
-    if name == "radius":
-        return (
-            f"radius surrogate ({extra.get('radius', 'identity')}; GRIT-style, "
-            f"reconstructed from the abstract)"
-        )
-    return name + (f" ({', '.join(f'{k}={v}' for k, v in extra.items())})" if extra else "")
-
-
-def block_table(records: list[dict[str, Any]]) -> str:
-    with_estimator = any(r["params"].get("estimator", "ste") != "ste" for r in records)
+def block_table(rows: list[Row]) -> str:
+    with_estimator = any(r.params.get("estimator", "ste") != "ste" for r in rows)
     headers = ["Method", "Codebook Size", "Group"] + (["Estimator"] if with_estimator else [])
     headers += [title for _, title in COLUMNS]
-    rows = []
-    for rec in records:
+    lines = []
+    for row in rows:
+        size, groups = row.codebook_size, row.groups
         cells = [
-            rec["label"],
-            f"{rec['codebook_size']:,}" if rec["codebook_size"] else "-",
-            rec["groups"],
-        ] + ([estimator_name(rec["params"])] if with_estimator else [])
+            row.label,
+            f"{size:,}" if size else "-",
+            groups if groups is not None else "-",
+        ] + ([row.estimator] if with_estimator else [])
         for key, _ in COLUMNS:
-            summary = rec["metrics"].get(key, {"mean": None})
-            cell = _fmt(summary, key) if rec["results"] else "not run"
-            paper = _paper_value(rec["paper"], key)
+            summary = row.metrics.get(key, {"mean": None})
+            cell = _fmt(summary, key) if row.results else "not run"
+            paper = _paper_value(row.paper, key)
             cells.append(f"{cell} ({paper})" if paper is not None else cell)
-        rows.append(cells)
-    return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
+        lines.append(cells)
+    return tabulate(lines, headers=headers, tablefmt="github", disable_numparse=True)
 
 
-def unavailable_notes(records: list[dict[str, Any]]) -> list[str]:
+def unavailable_notes(rows: list[Row]) -> list[str]:
     notes = set()
-    for rec in records:
-        for key, summary in rec["metrics"].items():
+    for row in rows:
+        for key, summary in row.metrics.items():
             if summary.get("unavailable"):
                 notes.add(f"{key}: {summary['unavailable']}")
     return sorted(notes)
 
 
-def settings_summary(suite) -> list[str]:
-    first = suite.runs[0].config
-    c = first
+def settings_summary(suite: Suite) -> list[str]:
+    c = suite.runs[0].config
     budget = f"{c.train.steps} steps" if c.train.steps else f"{c.train.epochs} epochs"
     data = (
         f"embedded photos (scikit-image), {c.data.train_size or 2048} train / "
@@ -257,7 +273,7 @@ def settings_summary(suite) -> list[str]:
 
 
 def environment_line(runs_dir: Path) -> str:
-    envs = [load_json(p) for p in sorted(runs_dir.glob("*/env.json"))]
+    envs = [RunDir(p.parent).environment() for p in sorted(runs_dir.glob("*/env.json"))]
     if not envs:
         return "- Hardware: (no finished run)"
     e = envs[0]
@@ -268,17 +284,18 @@ def environment_line(runs_dir: Path) -> str:
     )
 
 
-def write_report(suite, runs_dir: Path, results_dir: Path) -> Path:
-    from vqbench import plots
+def notes_of(suite: Suite, rows: list[Row]) -> list[str]:
+    unavailable = [f"Unavailable — {note}" for note in unavailable_notes(rows)]
+    return list(suite.spec.notes) + PROTOCOL_NOTES + unavailable
 
-    results_dir.mkdir(parents=True, exist_ok=True)
-    records = collect(suite, runs_dir)
-    name = suite.name
-    figures = plots.write_all(suite, records, runs_dir, results_dir)
+
+def render_markdown(
+    suite: Suite, rows: list[Row], runs_dir: Path, figures: list[tuple[str, str]]
+) -> str:
     lines = [
-        f"# {suite.spec.title or name}",
+        f"# {suite.spec.title or suite.name}",
         "",
-        f"Suite `{suite.name}`, written by vqbench {vqbench.__version__} on "
+        f"Suite `{suite.name}`, written by vqbench {__version__} on "
         f"{date.today().isoformat()}. Each cell: ours (mean ± std over seeds where there "
         "are several), then the paper's value in parentheses where the suite mirrors a "
         "paper table. Usage in percent.",
@@ -287,63 +304,40 @@ def write_report(suite, runs_dir: Path, results_dir: Path) -> Path:
     if suite.spec.description:
         lines += [suite.spec.description.strip(), ""]
     lines += settings_summary(suite) + [environment_line(runs_dir), ""]
-    for b, block in enumerate(suite.blocks()):
-        block_records = [r for r in records if r["block"] == b]
-        fingerprints = sorted({r["settings_fingerprint"] for r in block_records})
-        if block.title and len(suite.blocks()) > 1:
+    blocks = suite.blocks()
+    for b, block in enumerate(blocks):
+        block_rows = [r for r in rows if r.block == b]
+        fingerprints = sorted({r.settings_fingerprint for r in block_rows})
+        if block.title and len(blocks) > 1:
             lines += [f"## {block.title}", ""]
+        same = len(fingerprints) == 1
         lines += [
-            block_table(block_records),
+            block_table(block_rows),
             "",
             f"Settings fingerprint (everything but the quantizer): "
             f"{', '.join(f'`{f}`' for f in fingerprints)}"
             + (
                 " — identical for every row."
-                if len(fingerprints) == 1
+                if same
                 else " — the block's rows differ in settings the suite declares as varied."
             ),
             "",
         ]
-    notes = (
-        list(suite.spec.notes)
-        + PROTOCOL_NOTES
-        + [f"Unavailable — {note}" for note in unavailable_notes(records)]
-    )
+    notes = notes_of(suite, rows)
     lines += ["## Notes", ""] + [f"{i}. {n}" for i, n in enumerate(notes, 1)] + [""]
     if figures:
-        lines += ["## Figures", ""] + [f"![{title}]({path.name})" for title, path in figures]
-    out = results_dir / f"{name}.md"
-    out.write_text("\n".join(lines) + "\n")
-    (results_dir / f"{name}.json").write_text(
-        json.dumps(
-            {
-                "suite": name,
-                "title": suite.spec.title,
-                "vqbench": vqbench.__version__,
-                "date": date.today().isoformat(),
-                "settings": settings_summary(suite),
-                "rows": [
-                    {k: v for k, v in r.items() if k != "results"} | {"raw": r["results"]}
-                    for r in records
-                ],
-                "notes": notes,
-                "figures": [p.name for _, p in figures],
-            },
-            indent=2,
-            default=str,
-        )
-    )
-    return out
+        lines += ["## Figures", ""] + [f"![{title}]({name})" for title, name in figures]
+    return "\n".join(lines) + "\n"
 
 
-def rebuild(runs_dir: str | Path, results_dir: str | Path = "results") -> Path:
-    """`vqbench report RUNS_DIR`: rebuild the report of the suite whose runs are in RUNS_DIR."""
-    from vqbench.suite import load_suite
-
-    runs_dir = Path(runs_dir)
-    marker = runs_dir / "suite.yaml"
-    if not marker.is_file():
-        raise VQBenchError(
-            f"'{runs_dir}' holds no suite.yaml; give a folder made by 'vqbench run' (runs/<suite>)"
-        )
-    return write_report(load_suite(marker), runs_dir, Path(results_dir))
+def render_json(suite: Suite, rows: list[Row], figures: list[tuple[str, str]]) -> dict[str, Any]:
+    return {
+        "suite": suite.name,
+        "title": suite.spec.title,
+        "vqbench": __version__,
+        "date": date.today().isoformat(),
+        "settings": settings_summary(suite),
+        "rows": [row.to_json() for row in rows],
+        "notes": notes_of(suite, rows),
+        "figures": [name for _, name in figures],
+    }

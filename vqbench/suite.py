@@ -1,5 +1,7 @@
 """Suites: many runs under identical settings, parsed, validated, expanded and fingerprinted.
 
+(Running them is `vqbench.runner`'s job; reporting, `vqbench.report`'s.)
+
 A suite file names shared settings (everything of a run config but the quantizer) and a list of
 runs, each naming a quantizer and its parameters, optionally post-training operations
 (`post: [{extend: 131072}, {resample: 32768}]`) and the paper row it mirrors. Runs may override
@@ -11,16 +13,13 @@ shared settings (Table 1's three blocks). Everything is validated before anythin
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pydantic
 
-from vqbench.config import RunConfig, format_config_error, parse_run_config, read_yaml
+from vqbench.config import RunConfig, check_name, format_config_error, parse_run_config, read_yaml
 from vqbench.errors import VQBenchError
 
 
@@ -53,6 +52,11 @@ class SuiteRun(pydantic.BaseModel):
     post: list[PostOperation] = []
     paper: dict[str, Any] | None = None  # fields that pick the paper row, e.g. {method: SimVQ}
 
+    @pydantic.field_validator("name")
+    @classmethod
+    def _safe_name(cls, name: str) -> str:
+        return check_name(name, "run name")
+
 
 class SuiteBlock(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid")
@@ -75,6 +79,11 @@ class SuiteFile(pydantic.BaseModel):
     runs: list[SuiteRun] = []
     blocks: list[SuiteBlock] = []
     notes: list[str] = []
+
+    @pydantic.field_validator("suite")
+    @classmethod
+    def _safe_name(cls, name: str) -> str:
+        return check_name(name, "suite name")
 
     @pydantic.model_validator(mode="after")
     def _runs_or_blocks(self) -> SuiteFile:
@@ -137,14 +146,6 @@ def _flat_keys(data: dict[str, Any], prefix: str = "") -> list[str]:
     return keys
 
 
-def settings_fingerprint(config: RunConfig) -> str:
-    """Fingerprint of everything but the quantizer and the seed: equal across a fair block."""
-    data = config.resolved()
-    for key in ("name", "eval", "quantizer", "seed", "plugins"):
-        data.pop(key)
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
-
-
 def load_suite(path: str | Path, seeds: int | None = None) -> Suite:
     """Parse, validate and expand a suite; one-line errors naming the file and the field."""
     path = Path(path)
@@ -153,6 +154,8 @@ def load_suite(path: str | Path, seeds: int | None = None) -> Suite:
         spec = SuiteFile(**data)
     except pydantic.ValidationError as err:
         raise VQBenchError(format_config_error(str(path), err, SuiteFile)) from None
+    if seeds is not None and seeds < 1:
+        raise VQBenchError(f"--seeds {seeds}: give at least 1 (seeds 0 .. N-1 are run)")
     suite = Suite(path, spec)
     seed_list = list(range(seeds)) if seeds is not None else spec.seeds
     seen = set()
@@ -193,145 +196,7 @@ def load_suite(path: str | Path, seeds: int | None = None) -> Suite:
                         config=config,
                         post_ops=list(run.post),
                         paper=run.paper,
-                        settings_fingerprint=settings_fingerprint(config),
+                        settings_fingerprint=config.settings_fingerprint(),
                     )
                 )
     return suite
-
-
-# ---- running ---------------------------------------------------------------------------
-def run_dir_of(root: Path, suite: Suite, run: ExpandedRun) -> Path:
-    return root / suite.name / run.run_id
-
-
-def post_result_file(run_dir: Path, op: str, size: int) -> Path:
-    return run_dir / f"eval-{op}-{size}.json"
-
-
-def run_is_complete(run_dir: Path, run: ExpandedRun) -> bool:
-    from vqbench.train import read_status
-
-    fingerprint = run_dir / "fingerprint"
-    return (
-        fingerprint.is_file()
-        and fingerprint.read_text().strip() == run.config.fingerprint()
-        and read_status(run_dir).get("state") == "finished"
-        and (run_dir / "eval.json").is_file()
-        and all(post_result_file(run_dir, op, n).is_file() for op, n in run.post)
-    )
-
-
-def check_data_folders(runs: list[ExpandedRun]) -> None:
-    """Every image folder a run needs exists (listing them waits for the run itself)."""
-    for run in runs:
-        data = run.config.data
-        if data.kind != "imagefolder":
-            continue
-        for key, folder in (("root", data.root), ("val_root", data.val_root)):
-            if not Path(folder).is_dir():
-                raise VQBenchError(
-                    f"dataset folder '{folder}' does not exist (data.{key} of "
-                    f"run '{run.name}'); point it at your copy of the images"
-                )
-
-
-def check_run_folders(root: Path, suite: Suite, runs: list[ExpandedRun], force: bool) -> None:
-    """Refuse, before training anything, folders that hold a different run."""
-    for run in runs:
-        fingerprint = run_dir_of(root, suite, run) / "fingerprint"
-        if (
-            not force
-            and fingerprint.is_file()
-            and fingerprint.read_text().strip() != run.config.fingerprint()
-        ):
-            raise VQBenchError(
-                f"{fingerprint.parent} holds a run with other settings (fingerprint "
-                f"{fingerprint.read_text().strip()}, suite {run.config.fingerprint()}); use "
-                f"another --out or pass --force to retrain it"
-            )
-
-
-def run_suite(
-    suite: Suite,
-    *,
-    root: Path,
-    results: Path,
-    only: list[str] | None = None,
-    device: str | None = None,
-    force: bool = False,
-    log=print,
-) -> list[Path]:
-    """Train and evaluate every run not finished yet; resume interrupted ones; then report."""
-    from vqbench.evaluate import evaluate_run
-    from vqbench.report import write_report
-    from vqbench.train import read_status, train, write_status
-
-    runs = [r for r in suite.runs if not only or r.name in only]
-    if only and not runs:
-        names = sorted({r.name for r in suite.runs})
-        raise VQBenchError(
-            f"--only {only} matches no run of {suite.source}; runs: {', '.join(names)}"
-        )
-    check_data_folders(runs)
-    check_run_folders(root, suite, runs, force)
-    record_suite(suite, root / suite.name)
-    done = []
-    for i, run in enumerate(runs, 1):
-        run_dir = run_dir_of(root, suite, run)
-        if run_is_complete(run_dir, run) and not force:
-            log(f"[{i}/{len(runs)}] {run.run_id}: finished earlier, skipped")
-            done.append(run_dir)
-            continue
-        status = read_status(run_dir).get("state")
-        resume = status in ("running", "trained") and not force
-        log(f"[{i}/{len(runs)}] {run.run_id}: {'resuming' if resume else 'training'}")
-        if status != "trained" or force:
-            train(run.config, run_dir, resume=resume, force=force, device=device)
-        evaluate_run(run_dir, device=device)
-        for op, size in run.post:
-            evaluate_run(run_dir, device=device, **{op: size})
-        write_status(run_dir, state="finished", step=read_status(run_dir).get("step"))
-        done.append(run_dir)
-    if int(os.environ.get("RANK", "0")) == 0:
-        write_report(suite, root / suite.name, results)
-    return done
-
-
-def record_suite(suite: Suite, folder: Path) -> None:
-    """Keep the suite (with the seeds actually used) beside its runs, for `vqbench report`."""
-    import yaml
-
-    folder.mkdir(parents=True, exist_ok=True)
-    spec = suite.spec.model_dump(mode="json", exclude_defaults=True)
-    spec["seeds"] = sorted({r.seed for r in suite.runs})
-    (folder / "suite.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
-
-
-def describe(suite: Suite) -> list[list[Any]]:
-    """Rows of `vqbench run --dry-run`: what would run, its fingerprints and its cost."""
-    from vqbench.train import build_model
-
-    rows = []
-    for run in suite.runs:
-        c = run.config
-        steps = c.train.steps
-        budget = f"{steps} steps" if steps else f"{c.train.epochs} epochs"
-        model = build_model(c)
-        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        params = ", ".join(f"{k}={v}" for k, v in c.quantizer.params.items())
-        images = f"{steps * c.train.batch_size:,}" if steps else "epochs x dataset"
-        rows.append(
-            [
-                run.block,
-                run.run_id,
-                f"{c.quantizer.name}({params})",
-                " ".join(f"{op} {n}" for op, n in run.post) or "-",
-                c.fingerprint(),
-                run.settings_fingerprint,
-                budget,
-                c.train.batch_size,
-                images,
-                f"{trainable / 1e6:.2f}M",
-            ]
-        )
-    return rows

@@ -33,15 +33,15 @@ def images():
 
 
 def test_metrics_without_weights_are_unavailable_with_the_reason(torch_home):
-    lp = LPIPS()
-    assert isinstance(lp.compute(), Unavailable)
-    assert "VQBENCH_VGG16_WEIGHTS" in str(lp.compute()) and str(lp.compute()).startswith("n/a (")
+    value = LPIPS().compute()["lpips_vgg"]
+    assert isinstance(value, Unavailable)
+    assert "VQBENCH_VGG16_WEIGHTS" in str(value) and str(value).startswith("n/a (")
     fid = FID()
-    fid.update(torch.zeros(2, 3, 32, 32), torch.zeros(2, 3, 32, 32))
-    assert "VQBENCH_INCEPTION_WEIGHTS" in str(fid.compute())
+    fid.update(torch.zeros(2, 3, 32, 32), torch.zeros(2, 3, 32, 32), None)
+    assert "VQBENCH_INCEPTION_WEIGHTS" in str(fid.compute()["rfid"])
     os.environ["VQBENCH_VGG16_WEIGHTS"] = "/no/such/file.pth"
     try:
-        assert "does not exist" in str(LPIPS().compute())
+        assert "does not exist" in str(LPIPS().compute()["lpips_vgg"])
     finally:
         del os.environ["VQBENCH_VGG16_WEIGHTS"]
 
@@ -71,9 +71,9 @@ def test_lpips_from_a_local_vgg16_file_equals_the_library_with_the_same_weights(
     (torch_home / VGG16_FILE).unlink()  # now only the explicit file has the weights
     monkeypatch.setenv("VQBENCH_VGG16_WEIGHTS", str(explicit))
     metric = LPIPS()
-    metric.update(originals[:7], reconstructions[:7])
-    metric.update(originals[7:], reconstructions[7:])
-    assert metric.compute() == pytest.approx(reference.mean().item(), rel=1e-5)
+    metric.update(originals[:7], reconstructions[:7], None)
+    metric.update(originals[7:], reconstructions[7:], None)
+    assert metric.compute()["lpips_vgg"] == pytest.approx(reference.mean().item(), rel=1e-5)
 
 
 def random_inception_weights(path):
@@ -114,9 +114,9 @@ def test_fid_from_a_local_inception_file_equals_torch_fidelity(
     monkeypatch.setenv("VQBENCH_INCEPTION_WEIGHTS", str(weights))
     originals, reconstructions = images[0][:6], images[1][:6]  # Inception is slow on a CPU
     metric = FID()
-    metric.update(originals[:4], reconstructions[:4])
-    metric.update(originals[4:], reconstructions[4:])
-    ours = metric.compute()
+    metric.update(originals[:4], reconstructions[:4], None)
+    metric.update(originals[4:], reconstructions[4:], None)
+    ours = metric.compute()["rfid"]
     reference = torch_fidelity.calculate_metrics(
         input1=Uint8Images(reconstructions),
         input2=Uint8Images(originals),

@@ -1,6 +1,6 @@
 import torch
+from vqbench_quantizers.vanilla import VanillaVQ
 
-from quantizers.vanilla import VanillaVQ
 from vqbench import create_quantizer
 
 

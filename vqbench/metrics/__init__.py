@@ -1,4 +1,12 @@
-"""Evaluation metrics, each accumulated over a whole split and reduced across processes."""
+"""Evaluation metrics, each accumulated over a whole split and reduced across processes.
+
+Every metric follows one contract (`vqbench.metrics.base.Metric`): `update(originals,
+reconstructions, indices)` and `compute() -> {name: value or Unavailable}`.
+"""
+
+from __future__ import annotations
+
+import torch
 
 from vqbench.metrics.base import Metric, Unavailable
 from vqbench.metrics.fid import FID
@@ -6,13 +14,42 @@ from vqbench.metrics.image import ImageQuality, psnr_per_image, ssim_per_image
 from vqbench.metrics.perceptual import LPIPS
 from vqbench.metrics.usage import CodebookUsage, usage_from_counts
 
+#: The metric names an evaluation may ask for (`eval.metrics`).
+METRIC_NAMES = ("usage", "psnr", "ssim", "lpips", "fid")
+
+
+def build_metrics(
+    names: list[str],
+    *,
+    codebook_size: int,
+    code_groups: torch.Tensor | None = None,
+    lpips_net: str = "vgg",
+    lpips_weights: str | None = None,
+    inception_weights: str | None = None,
+    device: torch.device | str = "cpu",
+) -> list[Metric]:
+    """Usage (always) and the metrics `names` asks for, in a fixed order (usage, image
+    quality, LPIPS, FID)."""
+    wanted = set(names)
+    metrics: list[Metric] = [CodebookUsage(codebook_size, code_groups).to(device)]
+    if {"psnr", "ssim"} & wanted:
+        metrics.append(ImageQuality())
+    if "lpips" in wanted:
+        metrics.append(LPIPS(lpips_net, lpips_weights, device=device))
+    if "fid" in wanted:
+        metrics.append(FID(inception_weights, device=device))
+    return metrics
+
+
 __all__ = [
     "FID",
     "LPIPS",
+    "METRIC_NAMES",
     "CodebookUsage",
     "ImageQuality",
     "Metric",
     "Unavailable",
+    "build_metrics",
     "psnr_per_image",
     "ssim_per_image",
     "usage_from_counts",

@@ -1,16 +1,20 @@
-"""A small metric contract (after torchmetrics): states that reduce by sum across processes.
+"""One contract for every metric (after torchmetrics): states that reduce by sum.
 
-`update` accumulates over a whole evaluation split; `compute` sums the states over processes
-(when `torch.distributed` is initialised) and returns plain numbers, or `Unavailable` with the
-reason where the metric cannot be computed (missing pretrained weights); `reset` starts again.
+`update(originals, reconstructions, indices)` accumulates one batch of a split (a metric uses
+what it needs: images for PSNR/SSIM/LPIPS/FID, code indices for usage); `compute()` sums the
+states over processes and returns `{name: value}`, where a value is a number (or a list, for
+per-group values) or `Unavailable` with the reason it cannot be computed (missing pretrained
+weights); `reset()` starts again. Local states are never changed by `compute`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
-import torch.distributed as dist
+
+from vqbench.distributed import all_reduce_sum
 
 
 @dataclass(frozen=True)
@@ -35,7 +39,7 @@ class Metric:
         for name, default in self._defaults.items():
             setattr(self, name, default.clone().to(getattr(self, name).device))
 
-    def to(self, device: torch.device) -> Metric:
+    def to(self, device: torch.device | str) -> Metric:
         for name in self._defaults:
             setattr(self, name, getattr(self, name).to(device))
         return self
@@ -43,7 +47,13 @@ class Metric:
     def synced_states(self) -> dict[str, torch.Tensor]:
         """Every state summed over processes (a copy; local states are left as they are)."""
         states = {name: getattr(self, name).clone() for name in self._defaults}
-        if dist.is_available() and dist.is_initialized():
-            for value in states.values():
-                dist.all_reduce(value, op=dist.ReduceOp.SUM)
+        all_reduce_sum(*states.values())
         return states
+
+    def update(
+        self, originals: torch.Tensor, reconstructions: torch.Tensor, indices: torch.Tensor
+    ) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+    def compute(self) -> dict[str, Any]:  # pragma: no cover
+        raise NotImplementedError

@@ -15,7 +15,7 @@ import torch
 
 from vqbench.data import to_uint8
 from vqbench.metrics.base import Metric, Unavailable
-from vqbench.pretrained import WeightsUnavailable, describe_missing, inception_weights
+from vqbench.pretrained import WeightsUnavailable, describe_missing, weights_file
 
 FEATURES = 2048
 
@@ -23,10 +23,10 @@ FEATURES = 2048
 def load_inception(weights: str | None = None, device: torch.device | str = "cpu"):
     from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
-    path = inception_weights(weights)
+    path = weights_file("inception", weights)
     try:
         extractor = FeatureExtractorInceptionV3(
-            "inception-v3-compat", [str(FEATURES)], feature_extractor_weights_path=path
+            "inception-v3-compat", [str(FEATURES)], feature_extractor_weights_path=str(path)
         )
     except Exception as err:  # download refused, truncated file
         raise WeightsUnavailable(
@@ -57,7 +57,12 @@ class FID(Metric):
         setattr(self, f"{side}_outer", getattr(self, f"{side}_outer") + feats.t() @ feats)
         setattr(self, f"{side}_n", getattr(self, f"{side}_n") + feats.shape[0])
 
-    def update(self, originals: torch.Tensor, reconstructions: torch.Tensor) -> None:
+    def update(
+        self,
+        originals: torch.Tensor,
+        reconstructions: torch.Tensor,
+        indices: torch.Tensor | None = None,
+    ) -> None:
         if self.extractor is None:
             return
         self._add("real", self.features(originals))
@@ -69,7 +74,10 @@ class FID(Metric):
         sigma = (outer - n * torch.outer(mu, mu)) / (n - 1)
         return {"mu": mu.numpy(), "sigma": sigma.numpy()}
 
-    def compute(self) -> float | Unavailable:
+    def compute(self) -> dict[str, float | Unavailable]:
+        return {"rfid": self.distance()}
+
+    def distance(self) -> float | Unavailable:
         if self.unavailable is not None:
             return self.unavailable
         from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_statistics_to_metric

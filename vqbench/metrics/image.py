@@ -59,7 +59,12 @@ class ImageQuality(Metric):
         for name in ("psnr_sum", "ssim_sum", "images", "batch_psnr_sum", "batches"):
             self.add_state(name, torch.zeros((), dtype=torch.float64))
 
-    def update(self, originals: torch.Tensor, reconstructions: torch.Tensor) -> None:
+    def update(
+        self,
+        originals: torch.Tensor,
+        reconstructions: torch.Tensor,
+        indices: torch.Tensor | None = None,
+    ) -> None:
         x, y = unit_range(originals), unit_range(reconstructions)
         self.psnr_sum += psnr_per_image(x, y).sum().cpu()
         self.ssim_sum += ssim_per_image(x, y).sum().cpu()
@@ -72,5 +77,5 @@ class ImageQuality(Metric):
         return {
             "psnr": float(s["psnr_sum"] / s["images"]),
             "ssim": float(s["ssim_sum"] / s["images"]),
-            "psnr_batch_simvq": float(s["batch_psnr_sum"] / s["batches"]),
+            "psnr_batch": float(s["batch_psnr_sum"] / s["batches"]),
         }

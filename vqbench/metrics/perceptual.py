@@ -23,15 +23,21 @@ class LPIPS(Metric):
             self.model, self.unavailable = None, Unavailable(describe_missing(err))
 
     @torch.no_grad()
-    def update(self, originals: torch.Tensor, reconstructions: torch.Tensor) -> None:
+    def update(
+        self,
+        originals: torch.Tensor,
+        reconstructions: torch.Tensor,
+        indices: torch.Tensor | None = None,
+    ) -> None:
         if self.model is None:
             return
         values = self.model(reconstructions.float().clamp(-1, 1), originals.float())
         self.total += values.double().sum().cpu()
         self.images += originals.shape[0]
 
-    def compute(self) -> float | Unavailable:
+    def compute(self) -> dict[str, float | Unavailable]:
+        key = f"lpips_{self.net}"
         if self.unavailable is not None:
-            return self.unavailable
+            return {key: self.unavailable}
         s = self.synced_states()
-        return float(s["total"] / s["images"])
+        return {key: float(s["total"] / s["images"])}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -24,28 +24,33 @@ def usage_from_counts(counts: torch.Tensor) -> dict[str, float]:
 
 
 class CodebookUsage(Metric):
-    """Histogram of code indices over a split; per-group usage when `group_of` is given."""
+    """Histogram of code indices over a split; per-group usage when `code_groups` is given
+    (the group id of every code, as the quantizer's `code_groups()` returns it)."""
 
-    def __init__(
-        self, codebook_size: int, group_of: Callable | None = None, groups: int | None = None
-    ) -> None:
+    def __init__(self, codebook_size: int, code_groups: torch.Tensor | None = None) -> None:
         super().__init__()
-        self.codebook_size, self.group_of, self.groups = codebook_size, group_of, groups
+        self.codebook_size, self.code_groups = codebook_size, code_groups
         self.add_state("counts", torch.zeros(codebook_size, dtype=torch.long))
 
-    def update(self, indices: torch.Tensor) -> None:
-        self.counts += torch.bincount(
-            indices.reshape(-1).to(self.counts.device), minlength=self.codebook_size
-        )
+    def update(
+        self,
+        originals: torch.Tensor | None,
+        reconstructions: torch.Tensor | None,
+        indices: torch.Tensor,
+    ) -> None:
+        flat = indices.reshape(-1).to(self.counts.device)
+        # index_add_ rather than bincount: no host synchronisation on a GPU.
+        self.counts.index_add_(0, flat, torch.ones_like(flat))
 
-    def compute(self) -> dict[str, object]:
+    def compute(self) -> dict[str, Any]:
         counts = self.synced_states()["counts"]
-        result: dict[str, object] = usage_from_counts(counts)
-        if self.group_of is not None and self.groups:
-            group = self.group_of(torch.arange(self.codebook_size, device=counts.device))
-            used = torch.zeros(self.groups, device=counts.device).index_add_(
+        result: dict[str, Any] = usage_from_counts(counts)
+        if self.code_groups is not None:
+            group = self.code_groups.to(counts.device).long()
+            groups = int(group.max()) + 1
+            used = torch.zeros(groups, device=counts.device).index_add_(
                 0, group, (counts > 0).float()
             )
-            size = torch.bincount(group, minlength=self.groups).float()
+            size = torch.bincount(group, minlength=groups).float()
             result["group_usage"] = (used / size).tolist()
         return result

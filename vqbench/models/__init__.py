@@ -15,9 +15,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from vqbench.errors import VQBenchError
+from vqbench.errors import VQBenchError, did_you_mean
 from vqbench.models.conv import ConvDecoder, ConvEncoder
-from vqbench.models.vit import ViTDecoder, ViTEncoder
 from vqbench.quantizer import Quantizer, QuantizerOutput
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -61,17 +60,41 @@ class Autoencoder(nn.Module):
         }
 
 
+def check_overrides(preset: str, overrides: dict[str, Any]) -> None:
+    """Every key of `model.overrides` is a setting of the preset (z_channels is the quantizer's)."""
+    allowed = sorted(set(_preset(preset)) - {"kind"})
+    for key in overrides:
+        if key == "z_channels":
+            raise VQBenchError(
+                "model.overrides.z_channels: the latent channels are the quantizer's dim; "
+                "set quantizer.params.dim instead"
+            )
+        if key not in allowed:
+            raise VQBenchError(
+                f"model.overrides: unknown key '{key}' for preset '{preset}';"
+                f"{did_you_mean(key, allowed) or ' remove it'} (settings: {', '.join(allowed)})"
+            )
+
+
 def preset_downsampling(preset: str, **overrides: Any) -> int:
+    check_overrides(preset, overrides)
     spec = {**_preset(preset), **overrides}
     if spec["kind"] == "vit":
         return spec["patch"]
     return 2 ** (len(spec["ch_mult"]) - 1)
 
 
+def check_resolution(resolution: int, downsampling: int) -> None:
+    if resolution <= 0 or resolution % downsampling:
+        nearest = max(1, resolution // downsampling) * downsampling
+        raise VQBenchError(
+            f"data.resolution={resolution} is not a positive multiple of the model's "
+            f"downsampling factor {downsampling}; use e.g. {nearest}"
+        )
+
+
 def _preset(preset: str) -> dict[str, Any]:
     if preset not in PRESETS:
-        from vqbench.errors import did_you_mean
-
         raise VQBenchError(
             f"unknown model preset '{preset}';{did_you_mean(preset, PRESETS)} "
             f"presets: {', '.join(PRESETS)}"
@@ -83,13 +106,13 @@ def build_autoencoder(
     preset: str, quantizer: Quantizer, resolution: int, **overrides: Any
 ) -> Autoencoder:
     """The preset's encoder and decoder around `quantizer` (z_channels = quantizer.dim)."""
-    from vqbench.data import check_resolution
-
     spec = {**_preset(preset), **overrides}
     kind = spec.pop("kind")
     factor = preset_downsampling(preset, **overrides)
     check_resolution(resolution, factor)
     if kind == "vit":
+        from vqbench.models.vit import ViTDecoder, ViTEncoder  # timm, imported when used
+
         encoder = ViTEncoder(resolution, z_channels=quantizer.dim, **spec)
         decoder = ViTDecoder(resolution, z_channels=quantizer.dim, **spec)
     else:

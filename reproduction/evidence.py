@@ -1,0 +1,73 @@
+"""What the claims read: the suites' report JSON, and per-run evidence (training curves, the
+trained codebooks). `Evidence` is passed to each claim, so tests can hand it made-up runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from scipy.stats import f_oneway
+
+from vqbench.build import load_trained
+from vqbench.quantizer import create_quantizer
+from vqbench.rundir import RunDir
+
+RESULTS = Path("results")
+
+
+def load_report(suite: str, results: Path = RESULTS) -> dict[str, Any]:
+    path = results / f"{suite}.json"
+    if not path.is_file():
+        raise SystemExit(
+            f"{path} is missing: run `vqbench run suites/repro/"
+            f"{suite.removeprefix('repro-')}.yaml` first"
+        )
+    return json.loads(path.read_text())
+
+
+def values(row: dict[str, Any], key: str) -> list[float]:
+    """One metric of a report row, one value per seed."""
+    return [float(r[key]) for r in row["raw"] if isinstance(r.get(key), (int, float))]
+
+
+def row_of(report: dict[str, Any], run: str, operation=None) -> dict[str, Any]:
+    """The row of `run` (and post-training `operation`, e.g. ["extend", 2048])."""
+    for row in report["rows"]:
+        op = row["operation"]
+        if row["run"] == run and (
+            op == operation
+            or (op is not None and operation is not None and list(op) == list(operation))
+        ):
+            return row
+    raise KeyError((run, operation))
+
+
+class Evidence:
+    """Per-run evidence beyond the report: training curves and trained codebooks."""
+
+    def usage_curve(self, run_dir: str) -> list[float]:
+        """Train usage of each epoch."""
+        return [r["train_usage"] for r in RunDir(run_dir).epoch_records()]
+
+    def norm_anova(self, run_dir: str) -> tuple[float, float]:
+        """One-way ANOVA p-value of code norms across groups: trained, and at initialisation."""
+        config, model, _, _ = load_trained(run_dir, use_ema=True)
+
+        def p_value(quantizer) -> float:
+            with torch.no_grad():
+                norms = quantizer.codebook().norm(dim=1)
+                group = quantizer.code_groups()
+            groups = int(group.max()) + 1
+            return float(f_oneway(*[norms[group == j].numpy() for j in range(groups)]).pvalue)
+
+        torch.manual_seed(config.seed)
+        initial = create_quantizer(config.quantizer.name, **config.quantizer.params)
+        return p_value(model.quantizer), p_value(initial)
+
+    def epochs_to_full(self, run_dir: str, fraction: float = 0.9) -> int:
+        """First epoch (1-based) whose train usage reaches `fraction` of the run's best epoch."""
+        usage = self.usage_curve(run_dir)
+        best = max(usage)
+        return next(i for i, u in enumerate(usage, 1) if u >= fraction * best)

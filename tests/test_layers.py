@@ -1,0 +1,117 @@
+"""The layer order of the core, enforced: a module imports only from earlier layers.
+
+Every `import` and `from ... import` counts, inside functions too, so that no import cycle can
+come back. A package (`vqbench.metrics`, `vqbench.models`) is one node; its own modules may
+import each other. The built-in plugins import the core only (never each other), as a
+third-party plugin would.
+"""
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+#: Lowest first. A module may import modules of strictly earlier layers only.
+LAYERS = [
+    ["errors", "version"],
+    ["files", "distributed", "params", "registry", "search", "kmeans"],
+    ["lfq_entropy", "estimator"],
+    ["quantizer"],
+    ["data", "pretrained"],
+    ["models", "losses", "metrics"],
+    ["config"],
+    ["rundir", "checkpoint"],
+    ["build"],
+    ["evaluate"],
+    ["train"],
+    ["suite"],
+    ["report"],
+    ["plots"],
+    ["runner"],
+    ["cli", "__init__"],
+    ["__main__"],
+]
+RANK = {name: i for i, layer in enumerate(LAYERS) for name in layer}
+
+
+def node_of(module: str) -> str | None:
+    """`vqbench.metrics.fid` -> `metrics`; `vqbench` (the package) -> `__init__`."""
+    parts = module.split(".")
+    if parts[0] != "vqbench":
+        return None
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+def imported_modules(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:  # relative: resolve against the file's package
+                package = ".".join(path.relative_to(ROOT).with_suffix("").parts[: -node.level])
+                base = f"{package}.{node.module}" if node.module else package
+            else:
+                base = node.module or ""
+            submodules = {f"{base}.{a.name}" for a in node.names if _is_module(f"{base}.{a.name}")}
+            # `from vqbench import distributed` imports a module, not the package's names.
+            found |= submodules if len(submodules) == len(node.names) else submodules | {base}
+    return found
+
+
+def _is_module(dotted: str) -> bool:
+    path = ROOT.joinpath(*dotted.split("."))
+    return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
+
+
+def core_edges() -> dict[str, set[str]]:
+    edges: dict[str, set[str]] = {}
+    for path in sorted((ROOT / "vqbench").rglob("*.py")):
+        source = node_of(".".join(path.relative_to(ROOT).with_suffix("").parts))
+        if path.name == "__init__.py" and path.parent.name != "vqbench":
+            source = path.parent.name
+        deps = {node_of(m) for m in imported_modules(path)}
+        # `from vqbench import distributed` names a module, not the package.
+        deps = {d for d in deps if d in RANK or d == "__init__"} - {source}
+        edges.setdefault(source, set()).update(deps)
+    return edges
+
+
+def test_every_core_module_has_a_layer():
+    assert set(core_edges()) <= set(RANK), set(core_edges()) - set(RANK)
+
+
+@pytest.mark.parametrize("module", sorted(core_edges()))
+def test_imports_go_only_to_earlier_layers(module):
+    edges = core_edges()
+    wrong = sorted(d for d in edges[module] if d != "__init__" and RANK[d] >= RANK[module])
+    assert not wrong, f"vqbench.{module} (layer {RANK[module]}) imports {wrong}"
+    if module != "__init__":
+        # `import vqbench` (the package) would pull in the re-exports above; name the module.
+        assert "__init__" not in edges[module] or module in ("cli", "__main__"), module
+
+
+def test_plugins_import_the_core_only():
+    for folder in ("quantizers", "estimators"):
+        for path in (ROOT / folder).glob("*.py"):
+            for module in imported_modules(path):
+                top = module.split(".")[0]
+                assert top not in ("quantizers", "estimators", "vqbench_quantizers"), (
+                    f"{path.name} imports {module}: plugins use the registry, not each other"
+                )
+                assert top != "vqbench_estimators", path.name
+
+
+def test_no_quantizer_name_in_the_engine_and_reports():
+    """What a quantizer can do is asked of it, never guessed from its name."""
+    names = "vanilla|ema|fc|fsq|lfq|vqgan_lc|simvq|group_vq"
+    pattern = re.compile(rf"(?<![A-Za-z0-9_])({names})(?![A-Za-z0-9_])")
+    for module in ("report", "plots", "evaluate", "train", "runner"):
+        tree = ast.parse((ROOT / "vqbench" / f"{module}.py").read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                found = pattern.search(node.value)
+                assert not found, f"vqbench/{module}.py names '{found.group(1)}'"

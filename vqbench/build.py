@@ -1,0 +1,133 @@
+"""Factories: a run config in, the parts of a run out (model, loss, optimisers, model EMA),
+and a trained model back from a run directory (`load_trained`)."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from vqbench.checkpoint import latest_checkpoint, load_checkpoint
+from vqbench.config import RunConfig, parse_run_config, read_yaml
+from vqbench.errors import VQBenchError
+from vqbench.losses import AutoencoderLoss, PatchDiscriminator
+from vqbench.models import Autoencoder, build_autoencoder
+from vqbench.pretrained import WeightsUnavailable, load_lpips
+from vqbench.quantizer import create_quantizer
+from vqbench.registry import load_plugin
+from vqbench.rundir import RunDir
+
+
+def build_model(config: RunConfig) -> Autoencoder:
+    for module in config.plugins:
+        load_plugin(module)
+    quantizer = create_quantizer(config.quantizer.name, **config.quantizer.params)
+    return build_autoencoder(
+        config.model.preset, quantizer, config.data.resolution, **config.model.overrides
+    )
+
+
+def load_perceptual(config: RunConfig, device: torch.device) -> nn.Module | None:
+    """LPIPS for the loss, or a one-line error saying how to provide its weights."""
+    c = config.loss
+    if c.perceptual_weight == 0:
+        return None
+    try:
+        return load_lpips(c.perceptual_net, c.perceptual_weights).to(device)
+    except WeightsUnavailable as err:
+        raise VQBenchError(
+            f"loss.perceptual_weight={c.perceptual_weight} needs LPIPS: "
+            f"{err}; or set loss.perceptual_weight: 0"
+        ) from None
+
+
+def build_loss(
+    config: RunConfig, perceptual: nn.Module | None, device: torch.device
+) -> AutoencoderLoss:
+    c = config.loss
+    discriminator = PatchDiscriminator().to(device) if c.gan_weight > 0 else None
+    return AutoencoderLoss(
+        perceptual=perceptual,
+        discriminator=discriminator,
+        perceptual_weight=c.perceptual_weight,
+        gan_weight=c.gan_weight,
+        adaptive_gan_weight=c.adaptive_gan_weight,
+        disc_start=c.disc_start,
+        quantizer_weight=c.quantizer_weight,
+    )
+
+
+def build_optimizers(
+    config: RunConfig, model: nn.Module, discriminator: nn.Module | None
+) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer | None]:
+    """Adam for the autoencoder (quantizer included) and for the discriminator."""
+    o = config.optim
+    generator_params = [p for p in model.parameters() if p.requires_grad]
+    opt_g = torch.optim.Adam(generator_params, lr=o.lr, betas=o.betas)
+    opt_d = None
+    if discriminator is not None:
+        opt_d = torch.optim.Adam(discriminator.parameters(), lr=o.disc_lr or o.lr, betas=o.betas)
+    return opt_g, opt_d
+
+
+class ModelEMA:
+    """Exponential moving average of the weights (decay 0.999); buffers are copied as they are
+    (SimVQ's LitEma). Evaluation uses these weights."""
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        for ema, live in zip(self.model.parameters(), model.parameters()):
+            ema.lerp_(live.detach(), 1 - self.decay)
+        for ema, live in zip(self.model.buffers(), model.buffers()):
+            ema.copy_(live)
+
+
+# ---- a trained run back ------------------------------------------------------------------------
+def find_run(path: str | Path) -> tuple[RunDir, Path]:
+    """(run directory, checkpoint folder) from a run directory or a `step-*` checkpoint."""
+    path = Path(path)
+    if not path.exists():
+        raise VQBenchError(f"'{path}' does not exist; give a run directory or a checkpoint")
+    if (path / "state.pt").exists() or path.name.startswith("step-"):
+        return RunDir(path.parent.parent), path
+    run = RunDir(path)
+    checkpoint = latest_checkpoint(run.checkpoints)
+    if not run.config_file.is_file() or checkpoint is None:
+        raise VQBenchError(
+            f"'{path}' is not a vqbench run directory with a checkpoint "
+            f"(config.yaml and checkpoints/latest); train it first"
+        )
+    return run, checkpoint
+
+
+def run_config(run: RunDir) -> RunConfig:
+    return parse_run_config(read_yaml(run.config_file), str(run.config_file))
+
+
+def load_trained(
+    path: str | Path, *, use_ema: bool | None = None, device: torch.device | str = "cpu"
+) -> tuple[RunConfig, Autoencoder, RunDir, Path]:
+    """The trained model of a run (its latest checkpoint, or the `step-*` folder given).
+
+    `use_ema` defaults to the run's `eval.use_ema` (the evaluated weights).
+    """
+    run, checkpoint = find_run(path)
+    config = run_config(run)
+    weights, _ = load_checkpoint(checkpoint)
+    model = build_model(config)
+    use_ema = config.eval.use_ema if use_ema is None else use_ema
+    key = "ema" if use_ema and "ema" in weights else "model"
+    try:
+        model.load_state_dict(weights[key])
+    except RuntimeError as err:
+        raise VQBenchError(
+            f"checkpoint '{checkpoint}' does not match the run's config "
+            f"({str(err).splitlines()[0]})"
+        ) from None
+    return config, model.to(device), run, checkpoint

@@ -1,0 +1,176 @@
+"""Running suites: train and evaluate every run not finished yet, resume interrupted ones, then
+write the report (markdown, JSON, figures). `rebuild` writes the report again from the runs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from vqbench import distributed
+from vqbench.build import build_model
+from vqbench.errors import VQBenchError
+from vqbench.evaluate import evaluate_run
+from vqbench.files import atomic_write_json, atomic_write_text
+from vqbench.plots import write_all
+from vqbench.report import collect, render_json, render_markdown
+from vqbench.rundir import RunDir
+from vqbench.suite import ExpandedRun, Suite, load_suite
+from vqbench.train import train
+
+
+def run_dir_of(root: Path, suite: Suite, run: ExpandedRun) -> RunDir:
+    return RunDir(root / suite.name / run.run_id)
+
+
+def run_is_complete(run: RunDir, expanded: ExpandedRun) -> bool:
+    return (
+        run.recorded_fingerprint() == expanded.config.fingerprint()
+        and run.state() == "finished"
+        and run.eval_file().is_file()
+        and all(run.eval_file(f"{op}-{n}").is_file() for op, n in expanded.post)
+    )
+
+
+def check_data_folders(runs: list[ExpandedRun]) -> None:
+    """Every image folder a run needs exists (listing them waits for the run itself)."""
+    for run in runs:
+        data = run.config.data
+        if data.kind != "imagefolder":
+            continue
+        for key, folder in (("root", data.root), ("val_root", data.val_root)):
+            if not Path(folder).is_dir():
+                raise VQBenchError(
+                    f"dataset folder '{folder}' does not exist (data.{key} of "
+                    f"run '{run.name}'); point it at your copy of the images"
+                )
+
+
+def check_run_folders(root: Path, suite: Suite, runs: list[ExpandedRun], force: bool) -> None:
+    """Refuse, before training anything, folders that hold a different run."""
+    for expanded in runs:
+        run = run_dir_of(root, suite, expanded)
+        theirs = run.recorded_fingerprint()
+        if not force and theirs is not None and theirs != expanded.config.fingerprint():
+            raise VQBenchError(
+                f"{run.path} holds a run with other settings (fingerprint {theirs}, suite "
+                f"{expanded.config.fingerprint()}); use another --out or pass --force to "
+                f"retrain it"
+            )
+        run.status()  # a damaged status.json fails here, before anything runs
+
+
+def check_output_folders(*folders: Path) -> None:
+    for folder in folders:
+        for parent in (folder, *folder.parents):
+            if parent.exists():
+                if not parent.is_dir():
+                    raise VQBenchError(
+                        f"'{folder}' cannot be a folder: '{parent}' is a file; choose another"
+                    )
+                break
+
+
+def record_suite(suite: Suite, folder: Path) -> None:
+    """Keep the suite (with the seeds actually used) beside its runs, for `vqbench report`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    spec = suite.spec.model_dump(mode="json", exclude_defaults=True)
+    spec["seeds"] = sorted({r.seed for r in suite.runs})
+    atomic_write_text(folder / "suite.yaml", yaml.safe_dump(spec, sort_keys=False))
+
+
+def run_suite(
+    suite: Suite,
+    *,
+    root: Path,
+    results: Path,
+    only: list[str] | None = None,
+    device: str | None = None,
+    force: bool = False,
+    log: Callable[[str], Any] = print,
+) -> list[Path]:
+    """Train and evaluate every run not finished yet; resume interrupted ones; then report."""
+    runs = [r for r in suite.runs if not only or r.name in only]
+    if only and not runs:
+        names = sorted({r.name for r in suite.runs})
+        raise VQBenchError(
+            f"--only {only} matches no run of {suite.source}; runs: {', '.join(names)}"
+        )
+    distributed.pick_device(device)
+    check_output_folders(root, results)
+    check_data_folders(runs)
+    check_run_folders(root, suite, runs, force)
+    record_suite(suite, root / suite.name)
+    done = []
+    for i, expanded in enumerate(runs, 1):
+        run = run_dir_of(root, suite, expanded)
+        if run_is_complete(run, expanded) and not force:
+            log(f"[{i}/{len(runs)}] {expanded.run_id}: finished earlier, skipped")
+            done.append(run.path)
+            continue
+        state = run.state()
+        resume = state in ("running", "trained") and not force
+        log(f"[{i}/{len(runs)}] {expanded.run_id}: {'resuming' if resume else 'training'}")
+        if state != "trained" or force:
+            train(expanded.config, run.path, resume=resume, force=force, device=device)
+        evaluate_run(run.path, device=device)
+        for op, size in expanded.post:
+            evaluate_run(run.path, device=device, **{op: size})
+        if distributed.is_main_process():
+            run.set_status("finished", run.status().get("step"))
+        done.append(run.path)
+    if distributed.is_main_process():
+        write_report(suite, root / suite.name, results)
+    return done
+
+
+def write_report(suite: Suite, runs_dir: Path, results_dir: Path) -> Path:
+    """`results/<suite>.md`, `.json` and the figures, each written atomically."""
+    results_dir.mkdir(parents=True, exist_ok=True)
+    rows = collect(suite, runs_dir)
+    figures = [(title, path.name) for title, path in write_all(suite, rows, results_dir)]
+    out = results_dir / f"{suite.name}.md"
+    atomic_write_text(out, render_markdown(suite, rows, runs_dir, figures))
+    atomic_write_json(results_dir / f"{suite.name}.json", render_json(suite, rows, figures))
+    return out
+
+
+def rebuild(runs_dir: str | Path, results_dir: str | Path = "results") -> Path:
+    """`vqbench report RUNS_DIR`: rebuild the report of the suite whose runs are in RUNS_DIR."""
+    runs_dir = Path(runs_dir)
+    marker = runs_dir / "suite.yaml"
+    if not marker.is_file():
+        raise VQBenchError(
+            f"'{runs_dir}' holds no suite.yaml; give a folder made by 'vqbench run' (runs/<suite>)"
+        )
+    return write_report(load_suite(marker), runs_dir, Path(results_dir))
+
+
+def describe(suite: Suite) -> list[list[Any]]:
+    """Rows of `vqbench run --dry-run`: what would run, its fingerprints and its cost."""
+    rows = []
+    for run in suite.runs:
+        c = run.config
+        steps = c.train.steps
+        budget = f"{steps} steps" if steps else f"{c.train.epochs} epochs"
+        model = build_model(c)
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        params = ", ".join(f"{k}={v}" for k, v in c.quantizer.params.items())
+        images = f"{steps * c.train.batch_size:,}" if steps else "epochs x dataset"
+        rows.append(
+            [
+                run.block,
+                run.run_id,
+                f"{c.quantizer.name}({params})",
+                " ".join(f"{op} {n}" for op, n in run.post) or "-",
+                c.fingerprint(),
+                run.settings_fingerprint,
+                budget,
+                c.train.batch_size,
+                images,
+                f"{trainable / 1e6:.2f}M",
+            ]
+        )
+    return rows
