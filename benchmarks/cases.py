@@ -128,5 +128,7 @@ def build_step(
                     loss = result[2]
         total = (z_q.float() * upstream).mean() + loss.float().sum()
         total.backward()
+        if impl == "vqbench":
+            module.after_optimizer_step()  # EMA statistics, as the trainer applies them
 
     return step

@@ -1,7 +1,8 @@
 """VQ-EMA (VQ-VAE appendix; Razavi et al. 2019): codes are moving averages of their tokens.
 
-The codebook is a buffer, never touched by the optimiser. At each training step, with `n_k`
-the number of tokens assigned to code k and `s_k` their sum,
+The codebook is a buffer, never touched by the optimiser. At each optimiser step, with `n_k`
+the number of tokens of the whole global batch (every micro-batch and process) assigned to
+code k and `s_k` their sum,
 
     N_k <- decay * N_k + (1 - decay) * n_k
     m_k <- decay * m_k + (1 - decay) * s_k
@@ -9,14 +10,17 @@ the number of tokens assigned to code k and `s_k` their sum,
     c_k = m_k / Ñ_k
 
 decay 0.99, eps 1e-5; the loss is the commitment term `beta * ||sg(q) - z||^2` only. Counts and
-sums come from `bincount` / `index_add_` (no N x K one-hot) and are summed across processes when
-`torch.distributed` is initialised, so every rank keeps the same codebook.
+sums come from `index_add_` (no N x K one-hot), are accumulated over the micro-batches of a
+step and summed across processes, and the update is applied in `after_optimizer_step`: so the
+EMA time scale is one optimiser step whatever the gradient accumulation or number of GPUs,
+and every rank keeps the same codebook.
 
-Choices (the references differ): the codebook starts N(0, 1) (taming's EMA quantizer) and
-`N_k` starts at 1 with `m_k = c_k` (vector-quantize-pytorch), so a code that is never chosen
-keeps its initial value; taming's zero-initialised `N_k` would instead blow unused codes up by
-1/eps. Dead-code restart (codes whose `N_k` falls below `dead_code_threshold` take random
-tokens of the current batch) is off by default, as in the paper's VQGAN-EMA row.
+Choices (the references differ): the codebook starts N(0, 1) (taming's EMA quantizer).
+`initial_cluster_size` is 1 by default with `m_k = c_k` (vector-quantize-pytorch), so a code
+that is never chosen keeps its initial value; 0 is taming's and VQGAN-LC's initialisation,
+under which a never-chosen code is divided by ~eps and moves far away. Dead-code restart
+(codes whose `N_k` falls below `dead_code_threshold` take random tokens of the current batch)
+is off by default, as in the paper's VQGAN-EMA row.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ class EMAParams(ExplicitCodebookParams):
     decay: float = pydantic.Field(0.99, gt=0.0, lt=1.0)
     eps: pydantic.NonNegativeFloat = 1e-5
     dead_code_threshold: pydantic.NonNegativeFloat = 0.0
+    initial_cluster_size: pydantic.NonNegativeFloat = 1.0
 
 
 @register_quantizer("ema")
@@ -52,8 +57,11 @@ class EMAVQ(ExplicitCodebookQuantizer):
         super().__init__(**params)
         codes = torch.randn(self.codebook_size, self.dim)
         self.register_buffer("embedding", codes)
-        self.register_buffer("cluster_size", torch.ones(self.codebook_size))
+        initial = self.params.initial_cluster_size
+        self.register_buffer("cluster_size", torch.full((self.codebook_size,), initial))
         self.register_buffer("embed_sum", codes.clone())
+        self._pending: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._last_tokens: torch.Tensor | None = None
 
     def codebook(self) -> torch.Tensor:
         return self.embedding
@@ -61,17 +69,29 @@ class EMAVQ(ExplicitCodebookQuantizer):
     def quantize_tokens(self, z: torch.Tensor) -> QuantizerOutput:
         out = self.lookup(z, self.embedding)
         if self.training:
-            self.update_codebook(z.detach(), out.indices)
+            self.accumulate(z.detach(), out.indices)
         return out
 
     @torch.no_grad()
-    def update_codebook(self, z: torch.Tensor, indices: torch.Tensor) -> None:
-        """One EMA step of counts and sums, then the Laplace-smoothed codebook."""
-        # index_add_ instead of bincount: no host synchronisation on a GPU (same integers).
-        counts = torch.zeros_like(self.cluster_size).index_add_(
-            0, indices, torch.ones_like(indices, dtype=self.cluster_size.dtype)
-        )
-        sums = torch.zeros_like(self.embed_sum).index_add_(0, indices, z.float())
+    def accumulate(self, z: torch.Tensor, indices: torch.Tensor) -> None:
+        """Add one micro-batch's counts and sums to the step's (index_add_: no host sync)."""
+        if self._pending is None:
+            self._pending = (torch.zeros_like(self.cluster_size), torch.zeros_like(self.embed_sum))
+        counts, sums = self._pending
+        counts.index_add_(0, indices, torch.ones_like(indices, dtype=counts.dtype))
+        sums.index_add_(0, indices, z.float())
+        self._last_tokens = z
+
+    def after_optimizer_step(self) -> None:
+        if self._pending is not None:
+            counts, sums = self._pending
+            self._pending = None
+            self.update_codebook(counts, sums, self._last_tokens)
+
+    @torch.no_grad()
+    def update_codebook(self, counts: torch.Tensor, sums: torch.Tensor, z: torch.Tensor) -> None:
+        """One EMA step of the global batch's counts and sums, then the Laplace-smoothed
+        codebook; `z` (this process's last tokens) feeds the dead-code restart."""
         all_reduce_sum(counts, sums)
         decay, eps = self.params.decay, self.params.eps
         self.cluster_size.mul_(decay).add_(counts, alpha=1 - decay)

@@ -187,6 +187,16 @@ class Quantizer(nn.Module):
         """
         return self.codebook_size if self.explicit_codebook else 0
 
+    def index_sizes(self) -> list[int]:
+        """How many values each component of a code index takes.
+
+        `[codebook_size]` for a quantizer that emits one index per position (`forward` gives
+        indices `(B, H, W)`). A composite of D stages or parts (residual, product) returns the
+        D sizes and gives indices `(B, H, W, D)`; its `codebook_size` is their product. Usage
+        and priors over tokens read this instead of assuming one index per position.
+        """
+        return [self.codebook_size]
+
     def code_groups(self) -> torch.Tensor | None:
         """`(codebook_size,)` group id of every code, or None without a group layout."""
         return None
@@ -198,6 +208,12 @@ class Quantizer(nn.Module):
     def group_biases(self) -> torch.Tensor | None:
         """`(groups, dim)` per-group biases (Group-VQ Fig. 9), or None."""
         return None
+
+    def after_optimizer_step(self) -> None:
+        """Called by the trainer once per optimiser step, after it: codebook upkeep that must
+        see the whole global batch (every micro-batch and process), such as EMA statistics
+        or dead-code restart. Nothing by default. Outside the trainer, call it where you
+        call `optimizer.step()`."""
 
     def init_from_data(self, batches: Iterable[torch.Tensor]) -> dict[str, Any] | None:
         """Build the codebook from batches of training images; returns what was done."""

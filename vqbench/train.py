@@ -236,6 +236,7 @@ def generator_step(state, trained, loss_fn, batches, precision, world, usage):
     state.scaler_g.step(state.opt_g)
     state.scaler_g.update()
     state.opt_g.zero_grad(set_to_none=True)
+    model.quantizer.after_optimizer_step()  # e.g. EMA statistics of the whole global batch
     return pairs, terms_sum
 
 
