@@ -7,10 +7,10 @@ the code instead of its direction. `R` is applied in its Householder form (Sec. 
     R v = v - 2 (v.w) w + 2 (v.e^) q^,      w = (e^ + q^) / ||e^ + q^||,
 
 O(d) per token with no `d x d` matrix. At antipodal `e^ = -q^`, `w = 0` and `R = I + 2 q^ e^T`
-still maps `e^` to `q^`; norms are clamped at `eps` so that `e ~ 0` stays finite. A final
-`+ sg(q - q~)` removes the float rounding of `lambda R e`, so the value is `q` exactly while
-the gradient is the paper's. The codebook gets no gradient through `q~` (it learns through the
-quantizer's codebook loss or EMA).
+still maps `e^` to `q^`; norms are clamped at `eps` so that `e ~ 0` stays finite. The value
+is then replaced by `q` itself (`vqbench.estimator.code_value`), removing the float rounding
+of `lambda R e`, so the value is `q` exactly while the gradient is the paper's. The codebook
+gets no gradient through `q~` (it learns through the quantizer's codebook loss or EMA).
 
 Variants (`normalize_in_graph`): `false` (default) is the paper's formula (also the official
 VQ-VAE code); `true` is the official VQGAN code, which keeps `e / ||e||` in the graph, so the
@@ -23,7 +23,7 @@ import pydantic
 import torch
 import torch.nn.functional as F
 
-from vqbench.estimator import Estimator, EstimatorParams, register_estimator
+from vqbench.estimator import Estimator, EstimatorParams, code_value, register_estimator
 
 
 class RotationParams(EstimatorParams):
@@ -54,4 +54,4 @@ class RotationTrick(Estimator):
             rotated = q_norm * householder_rotate(z / z_norm, e_hat, q_hat)
         else:
             rotated = (q_norm / z_norm.detach()) * householder_rotate(z, e_hat, q_hat)
-        return rotated + (q - rotated).detach()
+        return code_value(q.to(dtype), rotated)

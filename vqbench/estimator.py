@@ -21,9 +21,18 @@ from vqbench.params import PluginParams, validate_params
 from vqbench.registry import Registry
 
 
+def code_value(q: torch.Tensor, carrier: torch.Tensor) -> torch.Tensor:
+    """The value of the code `q`, exactly, with the gradient of `carrier`.
+
+    `carrier + sg(q - carrier)` in intent; written `sg(q) + (carrier - sg(carrier))` so that the
+    value is `q` bit for bit (the second term is exactly zero), not `q` up to rounding.
+    """
+    return q.detach() + (carrier - carrier.detach())
+
+
 def straight_through(z: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     """Straight-through estimator: the value of `q`, the gradient of `z` (`z + sg(q - z)`)."""
-    return z + (q - z).detach()
+    return code_value(q, z)
 
 
 class EstimatorParams(PluginParams):

@@ -11,7 +11,10 @@ ESTIMATORS = {
     "ste": ("ste", {}),
     "rotation": ("rotation", {}),
     "rotation-in-graph": ("rotation", {"normalize_in_graph": True}),
-    "radius-clipped": ("radius", {"radius": "clipped", "scale": 1.0}),
+    "radius-identity-detached": ("radius", {}),
+    "radius-clipped": ("radius", {"radius": "clipped", "scale": 1.0, "detach_radius": False}),
+    "radius-constant": ("radius", {"radius": "constant", "scale": 0.5, "detach_radius": False}),
+    "radius-power": ("radius", {"radius": "power", "power": 0.5, "detach_radius": False}),
     "radius-differentiable": ("radius", {"detach_radius": False}),
 }
 
@@ -42,13 +45,30 @@ def test_a_few_adam_steps_lower_the_loss(name, estimator):
         loss.backward()
         assert torch.isfinite(encoder.grad).all() and encoder.grad.abs().sum() > 0
         optimizer.step()
+        q.after_optimizer_step()
         losses.append(loss.item())
     assert losses[-1] < 0.9 * losses[0], losses
 
 
-def test_ste_through_a_quantizer_is_z_plus_detached_gap():
+def test_ste_through_a_quantizer_gives_the_code_and_the_identity_gradient():
     q = create_quantizer("vanilla", codebook_size=32, dim=4)
     z = torch.randn(2, 4, 3, 3, requires_grad=True)
     out = q(z)
-    codes = q.decode_indices(out.indices)
-    assert torch.equal(out.z_q, z + (codes - z).detach())
+    assert torch.equal(out.z_q, q.decode_indices(out.indices))
+    g = torch.randn_like(z)
+    (out.z_q * g).sum().backward()
+    assert torch.equal(z.grad, g)
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+@pytest.mark.parametrize("estimator", sorted(ESTIMATORS))
+@pytest.mark.parametrize("name", EXPLICIT)
+def test_the_forward_value_is_the_decoded_code(name, estimator, mode):
+    """A tokenizer emits codes: whatever the estimator, z_q equals decoding its indices."""
+    torch.manual_seed(1)
+    kind, params = ESTIMATORS[estimator]
+    q = create_quantizer(name, **SMALL_CONFIGS[name], estimator=kind, estimator_params=params)
+    q.train(mode == "train")
+    z = 3 * torch.randn(3, 16, 5, 5, requires_grad=True)  # far from the codes: large gaps
+    out = q(z)
+    assert torch.equal(out.z_q, q.decode_indices(out.indices)), (name, estimator, mode)
