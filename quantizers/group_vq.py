@@ -3,7 +3,7 @@
 The `n` codes are split into `k` groups. Group j is generated from frozen random core vectors
 through its own trained projector (Eq. 7):
 
-    G_j = Ĝ_j W_j + b_j,     Ĝ_j ~ N(0, I) frozen,  W_j in R^{r x d},  b_j in R^d (zero init)
+    G_j = Ĝ_j W_j + b_j,     Ĝ_j frozen random,  W_j in R^{r x d},  b_j in R^d (zero init)
 
 so codes are optimised jointly within a group (they share W_j, b_j) and independently across
 groups: a loss that only touches group j's codes gives every other projector a zero gradient
@@ -23,14 +23,24 @@ Post-training codebook sampling (Algorithm 2) is training-free: `resample(n')` d
 core of `n'/k` rows per group; `extend(n')` keeps every trained code bit for bit and appends
 `(n' - n)/k` newly drawn codes per group. Draws are seeded and use the training distribution.
 
-Choices where the paper is silent (SPEC section 6): W_j ~ U(-1/r, 1/r), which with N(0, I) cores
-gives the same initial code scale as SimVQ's N(0, 1/d) core through a default nn.Linear; MLP
-hidden width = d; per-group biases (Eq. 7); default k = 64.
+Parameterisation (SPEC section 3): each group is SimVQ's. The core is N(0, 1/r) (SimVQ's
+`normal(0, e_dim**-0.5)`) and W_j has `nn.Linear`'s default initialisation, U(-1/sqrt(r),
+1/sqrt(r)) (SimVQ's `embedding_proj`), so that `groups=1` trains exactly like SimVQ with a
+bias, not only from the same initial code scale: Adam's step is set by the learning rate, so
+the scale of W (not only of the codes) fixes how fast the codebook moves. (An N(0, I) core with
+W_j ~ U(-1/r, 1/r) has the same initial codes but moves about sqrt(r) times faster.) The MLP
+projector's layers are initialised as `nn.Linear`'s weights too; its hidden width is d. The
+paper is silent on: per-group biases (Eq. 7 has them; zero init), the default k = 64.
+
+Resampling and extension draw new core rows from the training distribution with a generator
+seeded by both `core_seed` and the draw's `seed` (and the operation), so a draw never repeats
+the trained core, whatever seeds are chosen.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
 from typing import Literal
 
 import pydantic
@@ -89,6 +99,13 @@ class GroupVQParams(ExplicitCodebookParams):
         return 4 * (2 * self.codebook_size * self.dim + projector)
 
 
+def linear_default_init(groups: int, fan_in: int, fan_out: int) -> torch.Tensor:
+    """`(groups, fan_in, fan_out)` weights drawn as `nn.Linear(fan_in, fan_out)` draws its
+    weight (kaiming-uniform with a = sqrt(5), i.e. U(-1/sqrt(fan_in), 1/sqrt(fan_in)))."""
+    bound = fan_in**-0.5
+    return torch.empty(groups, fan_in, fan_out).uniform_(-bound, bound)
+
+
 class GroupProjector(nn.Module):
     """k per-group maps from rank r to dim d, applied to cores `(m, r)` (shared by all groups)
     or `(k, m, r)` (one block per group); returns `(k, m, d)`."""
@@ -98,15 +115,11 @@ class GroupProjector(nn.Module):
         self.kind = kind
         self.weight = self.mlp_in = self.mlp_out = None
         if kind in ("linear", "linear+mlp"):
-            self.weight = nn.Parameter(torch.empty(groups, rank, dim).uniform_(-1 / rank, 1 / rank))
+            self.weight = nn.Parameter(linear_default_init(groups, rank, dim))
         if kind in ("mlp", "linear+mlp"):
-            self.mlp_in = nn.Parameter(
-                torch.empty(groups, rank, hidden).uniform_(-(rank**-0.5), rank**-0.5)
-            )
+            self.mlp_in = nn.Parameter(linear_default_init(groups, rank, hidden))
             self.mlp_in_bias = nn.Parameter(torch.zeros(groups, 1, hidden))
-            self.mlp_out = nn.Parameter(
-                torch.empty(groups, hidden, dim).uniform_(-1 / hidden, 1 / hidden)
-            )
+            self.mlp_out = nn.Parameter(linear_default_init(groups, hidden, dim))
         self.bias = nn.Parameter(torch.zeros(groups, 1, dim)) if bias else None
 
     @staticmethod
@@ -143,11 +156,8 @@ class GroupVQ(ExplicitCodebookQuantizer):
         super().__init__(**params)
         p = self.params
         k, r = p.groups, p.rank_
-        if p.shared_core:
-            core = seeded_normal((p.codebook_size // k, r), p.core_seed)
-        else:
-            core = seeded_normal((p.codebook_size, r), p.core_seed)
-        self.register_buffer("core", core)
+        rows = p.codebook_size // k if p.shared_core else p.codebook_size
+        self.register_buffer("core", seeded_normal((rows, r), p.core_seed, std=r**-0.5))
         self.projector = GroupProjector(k, r, p.dim, p.projector, p.mlp_hidden or p.dim, p.bias)
 
     # ---- layout ---------------------------------------------------------------------------
@@ -191,11 +201,16 @@ class GroupVQ(ExplicitCodebookQuantizer):
         )
 
     # ---- Algorithm 2: post-training codebook sampling ----------------------------------------
-    def _new_core_rows(self, rows_per_group: int, seed: int) -> torch.Tensor:
-        """Fresh N(0, I) core rows: `(rows, r)` shared, or `(k, rows, r)` per group."""
-        r = self.params.rank_
-        shape = (rows_per_group, r) if self.params.shared_core else (self.groups, rows_per_group, r)
-        return seeded_normal(shape, seed).to(self.core.device, self.core.dtype)
+    def _new_core_rows(self, rows_per_group: int, seed: int, operation: str) -> torch.Tensor:
+        """Fresh core rows from the training distribution, N(0, 1/r): `(rows, r)` shared, or
+        `(k, rows, r)` per group. The generator's seed is derived from `core_seed`, `seed` and
+        the operation, so no choice of seeds repeats the trained core."""
+        p = self.params
+        r = p.rank_
+        shape = (rows_per_group, r) if p.shared_core else (self.groups, rows_per_group, r)
+        key = f"{operation}:{p.core_seed}:{seed}".encode()
+        derived = int.from_bytes(hashlib.sha256(key).digest()[:8], "little") >> 1
+        return seeded_normal(shape, derived, std=r**-0.5).to(self.core.device, self.core.dtype)
 
     def _rows_per_group(self, count: int, what: str) -> int:
         if count <= 0 or count % self.groups:
@@ -217,7 +232,7 @@ class GroupVQ(ExplicitCodebookQuantizer):
     def resample(self, new_size: int, seed: int = 1) -> GroupVQ:
         """A copy whose codebook is `new_size` fresh codes through the trained projectors."""
         rows = self._rows_per_group(new_size, f"resample({new_size})")
-        core = self._new_core_rows(rows, seed)
+        core = self._new_core_rows(rows, seed, "resample")
         sizes = None if self.params.group_sizes is None else [rows] * self.groups
         return self._with_core(core.reshape(-1, core.shape[-1]), new_size, sizes)
 
@@ -228,7 +243,7 @@ class GroupVQ(ExplicitCodebookQuantizer):
         keep their order at the start of group j's (now longer) index range.
         """
         added = self._rows_per_group(new_size - self.codebook_size, f"extend({new_size})")
-        fresh = self._new_core_rows(added, seed)
+        fresh = self._new_core_rows(added, seed, "extend")
         if self.params.shared_core:
             return self._with_core(torch.cat([self.core, fresh]), new_size, None)
         blocks = self.core.split(self.group_sizes)
