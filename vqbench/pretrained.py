@@ -109,7 +109,7 @@ def weights_file(kind: str, path: str | None = None) -> Path:
     return cached
 
 
-def _read_state_dict(kind: str, file: Path) -> dict:
+def read_state_dict(kind: str, file: Path) -> dict:
     try:
         return torch.load(file, map_location="cpu", weights_only=True)
     except Exception as err:  # truncated or not a state dict
@@ -123,7 +123,7 @@ def load_lpips(net: str = "vgg", path: str | None = None) -> torch.nn.Module:
     file = weights_file(net, path)
     with contextlib.redirect_stdout(io.StringIO()):
         model = lpips.LPIPS(net=net, pnet_rand=True, verbose=False)
-    load_lpips_trunk(model, _read_state_dict(net, file), net)
+    load_lpips_trunk(model, read_state_dict(net, file), net)
     return model.eval().requires_grad_(False)
 
 

@@ -128,3 +128,47 @@ def test_fid_from_a_local_inception_file_equals_torch_fidelity(
         save_cpu_ram=True,
     )["frechet_inception_distance"]
     assert ours == pytest.approx(reference, rel=1e-3) and ours > 0
+
+
+def random_pytorch_fid_weights(path):
+    """A state dict of pytorch-fid's FID Inception, randomly initialised (no download)."""
+    from unittest import mock
+
+    from pytorch_fid import inception as pf
+
+    no_load = mock.patch.object(torch.nn.Module, "load_state_dict", lambda self, *a, **k: None)
+    with mock.patch.object(pf, "load_state_dict_from_url", lambda *a, **k: {}), no_load:
+        torch.manual_seed(0)
+        net = pf.fid_inception_v3()
+    torch.save(net.state_dict(), path)
+
+
+def test_fid_with_the_pytorch_fid_backend_equals_pytorch_fid(torch_home, images, tmp_path):
+    """The paper's rFID: float images in [0, 1], pytorch-fid's network and distance."""
+    from unittest import mock
+
+    import numpy as np
+    from pytorch_fid import inception as pf
+    from pytorch_fid.fid_score import calculate_frechet_distance
+
+    from vqbench.pretrained import PT_INCEPTION_FILE
+
+    weights = tmp_path / PT_INCEPTION_FILE
+    random_pytorch_fid_weights(weights)
+    originals, reconstructions = images[0][:6], images[1][:6]
+    metric = FID(str(weights), backend="pytorch-fid")
+    metric.update(originals[:4], reconstructions[:4], None)
+    metric.update(originals[4:], reconstructions[4:], None)
+    ours = metric.compute()["rfid"]
+    state = torch.load(weights, weights_only=True)
+    with mock.patch.object(pf, "load_state_dict_from_url", lambda *a, **k: state):
+        model = pf.InceptionV3([pf.InceptionV3.BLOCK_INDEX_BY_DIM[2048]]).eval()
+    with torch.no_grad():
+        real = model((originals + 1) / 2)[0].squeeze(3).squeeze(2).numpy()
+        fake = model((reconstructions + 1) / 2)[0].squeeze(3).squeeze(2).numpy()
+    reference = calculate_frechet_distance(
+        real.mean(0), np.cov(real, rowvar=False), fake.mean(0), np.cov(fake, rowvar=False)
+    )
+    assert ours == pytest.approx(reference, rel=1e-3) and ours > 0
+    # Without its weights file the backend is unavailable, naming its own variable.
+    assert "VQBENCH_PT_INCEPTION_WEIGHTS" in str(FID(backend="pytorch-fid").compute()["rfid"])

@@ -26,6 +26,8 @@ def build_metrics(
     lpips_net: str = "vgg",
     lpips_weights: str | None = None,
     inception_weights: str | None = None,
+    fid_backend: str = "torch-fidelity",
+    paper_batch: int = 64,
     device: torch.device | str = "cpu",
 ) -> list[Metric]:
     """Usage (always) and the metrics `names` asks for, in a fixed order (usage, image
@@ -33,11 +35,11 @@ def build_metrics(
     wanted = set(names)
     metrics: list[Metric] = [CodebookUsage(codebook_size, code_groups).to(device)]
     if {"psnr", "ssim"} & wanted:
-        metrics.append(ImageQuality())
+        metrics.append(ImageQuality(paper_batch))
     if "lpips" in wanted:
         metrics.append(LPIPS(lpips_net, lpips_weights, device=device))
     if "fid" in wanted:
-        metrics.append(FID(inception_weights, device=device))
+        metrics.append(FID(inception_weights, device=device, backend=fid_backend))
     return metrics
 
 

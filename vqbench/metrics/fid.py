@@ -1,26 +1,48 @@
-"""rFID with torch-fidelity: Inception-v3 pool features of originals and reconstructions.
+"""rFID: Inception-v3 pool features of originals and reconstructions, two backends.
 
-Images go to the extractor as uint8 at the training resolution (torch-fidelity resizes to
-299 itself). Features are not kept: the sums of features and of their outer products (float64)
-are accumulated and summed across processes, giving the same mean and (unbiased) covariance
-as `torch_fidelity.metric_fid.fid_features_to_statistics`; the distance is torch-fidelity's
-`fid_statistics_to_metric`. SimVQ used pytorch-fid on float images instead; numbers differ
-slightly (reports say so).
+* `torch-fidelity` (default): images go to torch-fidelity's extractor as uint8 at the training
+  resolution (it resizes to 299 itself, TF1-style); the distance is torch-fidelity's
+  `fid_statistics_to_metric`.
+* `pytorch-fid` (what SimVQ and the Group-VQ paper used; protocol.md section 2.7): images go to
+  pytorch-fid's `InceptionV3` as float in [0, 1] (not quantised), resized bilinearly to 299 by
+  PyTorch (`align_corners=False`), with pytorch-fid's own weights; the distance is pytorch-fid's
+  `calculate_frechet_distance` (scipy `sqrtm`).
+
+Features are not kept: the sums of features and of their outer products (float64) are
+accumulated and summed across processes, giving the same mean and (unbiased) covariance as
+both libraries compute from the full feature matrix. Originals and reconstructions pass through
+the same resize, so the two backends differ only slightly; reports say which one a suite used.
 """
 
 from __future__ import annotations
+
+from unittest import mock
 
 import numpy as np
 import torch
 
 from vqbench.data import to_uint8
 from vqbench.metrics.base import Metric, Unavailable
-from vqbench.pretrained import WeightsUnavailable, describe_missing, weights_file
+from vqbench.pretrained import (
+    WeightsUnavailable,
+    describe_missing,
+    read_state_dict,
+    weights_file,
+)
 
 FEATURES = 2048
+BACKENDS = ("torch-fidelity", "pytorch-fid")
+
+
+def _load_error(kind: str, env: str, err: Exception) -> WeightsUnavailable:
+    first = str(err).splitlines()[0] if str(err) else type(err).__name__
+    return WeightsUnavailable(
+        f"Inception ({kind}) weights could not be loaded ({first}); set {env} to the file"
+    )
 
 
 def load_inception(weights: str | None = None, device: torch.device | str = "cpu"):
+    """torch-fidelity's extractor on a local weights file; features of uint8 images."""
     from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
     path = weights_file("inception", weights)
@@ -28,29 +50,67 @@ def load_inception(weights: str | None = None, device: torch.device | str = "cpu
         extractor = FeatureExtractorInceptionV3(
             "inception-v3-compat", [str(FEATURES)], feature_extractor_weights_path=str(path)
         )
-    except Exception as err:  # download refused, truncated file
-        raise WeightsUnavailable(
-            f"Inception (FID) weights could not be loaded ({str(err).splitlines()[0]}); set "
-            f"VQBENCH_INCEPTION_WEIGHTS to weights-inception-2015-12-05-6726825d.pth"
-        ) from None
-    return extractor.to(device)
+    except Exception as err:  # truncated or foreign file
+        raise _load_error("FID, torch-fidelity", "VQBENCH_INCEPTION_WEIGHTS", err) from None
+    extractor = extractor.to(device)
+    return lambda images: extractor(to_uint8(images))[0]
+
+
+def load_pytorch_fid_inception(weights: str | None = None, device: torch.device | str = "cpu"):
+    """pytorch-fid's `InceptionV3` on a local weights file; features of float images in [0, 1].
+
+    pytorch-fid fetches its weights with `load_state_dict_from_url`; it is handed the file
+    found by `vqbench.pretrained` instead, so nothing is downloaded by the library.
+    """
+    from pytorch_fid import inception as pf
+
+    state = read_state_dict("pt_inception", weights_file("pt_inception", weights))
+    try:
+        with mock.patch.object(pf, "load_state_dict_from_url", lambda *a, **k: state):
+            model = pf.InceptionV3([pf.InceptionV3.BLOCK_INDEX_BY_DIM[FEATURES]])
+    except Exception as err:
+        raise _load_error("FID, pytorch-fid", "VQBENCH_PT_INCEPTION_WEIGHTS", err) from None
+    model = model.to(device).eval()
+    return lambda images: model((images.float() + 1) / 2)[0].flatten(1)
+
+
+def frechet_distance(real: dict, fake: dict, backend: str) -> float:
+    """The library's own distance between two (mu, sigma) statistics."""
+    if backend == "pytorch-fid":
+        from pytorch_fid.fid_score import calculate_frechet_distance
+
+        distance = calculate_frechet_distance(real["mu"], real["sigma"], fake["mu"], fake["sigma"])
+        return float(distance)
+    from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_statistics_to_metric
+
+    return float(np.real(fid_statistics_to_metric(real, fake, False)[KEY_METRIC_FID]))
 
 
 class FID(Metric):
-    def __init__(self, weights: str | None = None, device: torch.device | str = "cpu") -> None:
+    def __init__(
+        self,
+        weights: str | None = None,
+        device: torch.device | str = "cpu",
+        backend: str = "torch-fidelity",
+    ) -> None:
         super().__init__()
+        if backend not in BACKENDS:
+            raise ValueError(f"FID backend {backend!r}; use one of {', '.join(BACKENDS)}")
+        self.backend = backend
         for side in ("real", "fake"):
             self.add_state(f"{side}_sum", torch.zeros(FEATURES, dtype=torch.float64))
             self.add_state(f"{side}_outer", torch.zeros(FEATURES, FEATURES, dtype=torch.float64))
             self.add_state(f"{side}_n", torch.zeros((), dtype=torch.float64))
+        load = load_pytorch_fid_inception if backend == "pytorch-fid" else load_inception
         try:
-            self.extractor, self.unavailable = load_inception(weights, device), None
+            self.extractor, self.unavailable = load(weights, device), None
         except WeightsUnavailable as err:
             self.extractor, self.unavailable = None, Unavailable(describe_missing(err))
 
     @torch.no_grad()
     def features(self, images: torch.Tensor) -> torch.Tensor:
-        return self.extractor(to_uint8(images))[0].double().cpu()
+        """`(B, 2048)` float64 pool features of images in [-1, 1]."""
+        return self.extractor(images).double().cpu()
 
     def _add(self, side: str, feats: torch.Tensor) -> None:
         setattr(self, f"{side}_sum", getattr(self, f"{side}_sum") + feats.sum(0))
@@ -80,11 +140,9 @@ class FID(Metric):
     def distance(self) -> float | Unavailable:
         if self.unavailable is not None:
             return self.unavailable
-        from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_statistics_to_metric
-
         s = self.synced_states()
         if float(s["real_n"]) < 2:
             return Unavailable("FID needs at least 2 images")
         real = self.statistics(s["real_sum"], s["real_outer"], s["real_n"])
         fake = self.statistics(s["fake_sum"], s["fake_outer"], s["fake_n"])
-        return float(np.real(fid_statistics_to_metric(real, fake, False)[KEY_METRIC_FID]))
+        return frechet_distance(real, fake, self.backend)

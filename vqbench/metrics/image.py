@@ -1,11 +1,17 @@
-"""PSNR and SSIM over a split, on images quantised to uint8 and scaled to [0, 1].
+"""PSNR and SSIM over a split: ours, and the paper's (SimVQ's evaluation.py).
 
-* PSNR: mean over images of each image's PSNR (data range 1). The batch-level variant SimVQ's
-  evaluation computed (PSNR of each batch's pooled MSE, averaged over batches; protocol.md
-  section 2.7) is kept as a separate, labelled value: it depends on the batch size.
-* SSIM: scikit-image's `structural_similarity` defaults (7x7 uniform window, K1 0.01, K2 0.03,
-  sample covariance, data range 1, mean over channels of the valid region), per image, mean
-  over images, computed on the device with a box filter.
+* `psnr` (ours, SPEC section 4): mean over images of each image's PSNR on the images rounded
+  to uint8 (data range 1). It does not depend on how the split is batched.
+* `psnr_batch` (the paper's, which follows SimVQ's `evaluation.py`; protocol.md section 2.7):
+  the images are truncated to uint8 as SimVQ does (`(x + 1) / 2 * 255` cast to uint8, which
+  also drops some original pixels by 1 LSB), and the PSNR of each batch's pooled MSE is
+  averaged over batches of `paper_batch` (64) consecutive images of the split, the last,
+  shorter batch counting as one. It is lower than the per-image mean (Jensen) and depends on
+  the batch; the batches are the paper's whatever vqbench's eval batch or number of processes.
+* `ssim` (the paper's and SPEC's): scikit-image's `structural_similarity` defaults (7x7 uniform
+  window, K1 0.01, K2 0.03, sample covariance, data range 1, mean over channels of the valid
+  region), per image on the truncated images, averaged within each batch of `paper_batch`
+  images and then over batches, as SimVQ averages it. Computed on the device with box filters.
 """
 
 from __future__ import annotations
@@ -14,12 +20,19 @@ import torch
 import torch.nn.functional as F
 
 from vqbench.data import to_uint8
+from vqbench.distributed import gather_objects
 from vqbench.metrics.base import Metric
 
 
 def unit_range(images: torch.Tensor) -> torch.Tensor:
-    """[-1, 1] images to the uint8 grid, as float64 in [0, 1]."""
+    """[-1, 1] images to the uint8 grid (rounded), as float64 in [0, 1]."""
     return to_uint8(images).double() / 255.0
+
+
+def simvq_unit_range(images: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] images as SimVQ's evaluation quantises them: `((x + 1) / 2 * 255).to(uint8)`
+    (truncation), back to float in [0, 1]."""
+    return ((images.float() + 1) / 2 * 255.0).to(torch.uint8).double() / 255.0
 
 
 def psnr_per_image(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -51,13 +64,37 @@ def ssim_per_image(
     return s.flatten(1).mean(1)
 
 
-class ImageQuality(Metric):
-    """PSNR (per image and SimVQ's per batch) and SSIM, accumulated over a split."""
+def in_split_order(per_rank: list[torch.Tensor]) -> torch.Tensor:
+    """Per-image values gathered from every process, back in the split's order.
 
-    def __init__(self) -> None:
+    `vqbench.data.eval_loader` gives process r the images r, r + W, r + 2W, ... (W processes).
+    """
+    world = len(per_rank)
+    out = torch.empty(sum(len(v) for v in per_rank), dtype=torch.float64)
+    for rank, values in enumerate(per_rank):
+        out[rank::world] = values
+    return out
+
+
+def batch_means(values: torch.Tensor, batch: int) -> torch.Tensor:
+    """Mean of each run of `batch` consecutive values (the last may be shorter)."""
+    return torch.stack([chunk.mean() for chunk in values.split(batch)])
+
+
+class ImageQuality(Metric):
+    """PSNR per image (ours), and the paper's batch PSNR and SSIM (see the module doc)."""
+
+    def __init__(self, paper_batch: int = 64) -> None:
         super().__init__()
-        for name in ("psnr_sum", "ssim_sum", "images", "batch_psnr_sum", "batches"):
-            self.add_state(name, torch.zeros((), dtype=torch.float64))
+        self.paper_batch = paper_batch
+        self.add_state("psnr_sum", torch.zeros((), dtype=torch.float64))
+        self.add_state("images", torch.zeros((), dtype=torch.float64))
+        self.truncated_mse: list[torch.Tensor] = []
+        self.truncated_ssim: list[torch.Tensor] = []
+
+    def reset(self) -> None:
+        super().reset()
+        self.truncated_mse, self.truncated_ssim = [], []
 
     def update(
         self,
@@ -67,15 +104,19 @@ class ImageQuality(Metric):
     ) -> None:
         x, y = unit_range(originals), unit_range(reconstructions)
         self.psnr_sum += psnr_per_image(x, y).sum().cpu()
-        self.ssim_sum += ssim_per_image(x, y).sum().cpu()
         self.images += x.shape[0]
-        self.batch_psnr_sum += 10 * torch.log10(1.0 / (x - y).pow(2).mean()).cpu()
-        self.batches += 1
+        xt, yt = simvq_unit_range(originals), simvq_unit_range(reconstructions)
+        self.truncated_mse.append((xt - yt).pow(2).flatten(1).mean(1).cpu())
+        self.truncated_ssim.append(ssim_per_image(yt, xt).cpu())
 
     def compute(self) -> dict[str, float]:
         s = self.synced_states()
+        empty = [torch.zeros(0, dtype=torch.float64)]
+        mse = in_split_order(gather_objects(torch.cat(self.truncated_mse + empty)))
+        ssim = in_split_order(gather_objects(torch.cat(self.truncated_ssim + empty)))
+        batch_psnr = 10 * torch.log10(1.0 / batch_means(mse, self.paper_batch))
         return {
             "psnr": float(s["psnr_sum"] / s["images"]),
-            "ssim": float(s["ssim_sum"] / s["images"]),
-            "psnr_batch": float(s["batch_psnr_sum"] / s["batches"]),
+            "psnr_batch": float(batch_psnr.mean()),
+            "ssim": float(batch_means(ssim, self.paper_batch).mean()),
         }
