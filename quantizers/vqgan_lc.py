@@ -3,24 +3,38 @@
 Before training, image features are clustered into `codebook_size` centres that form a frozen
 table `F` (`codebook_size x feature_dim`). Only a projector `P: feature_dim -> lookup_dim` is
 trained, so the lookup codes are `C = P(F)`; tokens enter the lookup space through a 1x1 conv
-(`dim -> lookup_dim`, the reference's `quant_conv`) and leave through its mirror. Lookup, loss
-(harmonised: codebook 1.0, commitment 0.25) and STE are vanilla VQ's.
+(`dim -> lookup_dim`, the reference's `quant_conv`) and leave through its mirror. Lookup and
+STE are vanilla VQ's. Loss weights (`recipe`): `harmonised` (default, SPEC section 2: codebook
+1.0, commitment 0.25) or `reference`, VQGAN-LC's own `rate_q 0.1 x (commitment 1 + codebook
+0.33)`, i.e. beta 0.1 and codebook_weight 0.033.
 
 Feature extractors (`extractor`):
 * `patches` (default, needs no download): raw `patch_size x patch_size` RGB patches of the
   training images, `3 p^2` features each.
-* any timm model name with pretrained weights, e.g. `vit_large_patch14_clip_224.openai` (the
-  paper's CLIP ViT-L/14): its patch features, average-pooled to a `pool_to x pool_to` grid
-  (the reference pools 16x16 to 4x4). Weights come from timm's download, or from a local file
+* any timm model name with weights. The paper's is CLIP ViT-L/14: use
+  `vit_large_patch14_clip_quickgelu_224.openai` (timm's QuickGELU variant, which timm documents
+  for reproducing the original OpenAI results). As the reference does
+  (`codebook_generation/clip_feature_generation.py`: `ln_post(tokens) @ proj`), every patch
+  token goes through the model's final norm and its projection head (`projection: head`,
+  768-d for ViT-L/14), and the 16 x 16 grid is average-pooled to `pool_to x pool_to` (4 x 4,
+  the reference's `--downsample 4`). Weights come from timm's download, or from a local file
   given as `extractor_weights`.
 
-The trainer calls `init_from_data(batches)` once before step 0; it returns (and keeps in
-`init_info`) the extractor, the number of features clustered and the k-means backend.
+Sampling (what k-means sees): the trainer hands `init_from_data` the training images in a
+seeded, class-balanced random order (`vqbench.data.balanced_order`: every prefix holds about
+as many images of each class), with their class labels; features are read until
+`max_features`. `kmeans: global` clusters them all at once; `kmeans: per_class` is the
+reference's `minibatch_kmeans_per_class.py`: each class's features are clustered into its own
+share of the centres (100 per class for 1,000 classes and 100,000 codes; shares differ by at
+most one when the classes do not divide the codebook), which needs labelled data.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
+from typing import Literal
+from unittest import mock
 
 import pydantic
 import torch
@@ -29,6 +43,7 @@ from torch import nn
 
 from vqbench.errors import VQBenchError
 from vqbench.kmeans import kmeans, kmeans_backend
+from vqbench.pretrained import offline
 from vqbench.quantizer import (
     ExplicitCodebookParams,
     ExplicitCodebookQuantizer,
@@ -36,20 +51,49 @@ from vqbench.quantizer import (
     register_quantizer,
 )
 
+#: VQGAN-LC's own loss weights: rate_q 0.1 x (commitment 1 + codebook 0.33).
+REFERENCE_WEIGHTS = {"beta": 0.1, "codebook_weight": 0.033}
+
 
 class VQGANLCParams(ExplicitCodebookParams):
     lookup_dim: pydantic.PositiveInt = 8
     extractor: str = "patches"
     extractor_weights: str | None = None
+    projection: Literal["head", "none"] = "head"
     patch_size: pydantic.PositiveInt = 4
     pool_to: pydantic.PositiveInt = 4
     max_features: pydantic.PositiveInt = 1_000_000
+    kmeans: Literal["global", "per_class"] = "global"
     kmeans_seed: pydantic.NonNegativeInt = 0
     kmeans_iterations: pydantic.PositiveInt = 20
+    recipe: Literal["harmonised", "reference"] = "harmonised"
+
+    @pydantic.model_validator(mode="after")
+    def _reference_weights(self) -> VQGANLCParams:
+        if self.recipe != "reference":
+            return self
+        for name, value in REFERENCE_WEIGHTS.items():
+            if name in self.model_fields_set and getattr(self, name) != value:
+                raise ValueError(
+                    f"recipe='reference' fixes {name}={value} (VQGAN-LC's weights); drop "
+                    f"{name} or use recipe='harmonised'"
+                )
+            object.__setattr__(self, name, value)
+        return self
 
 
-def load_timm_extractor(name: str, weights: str | None) -> nn.Module:
-    """A pretrained timm model without its head, or a one-line error saying how to get weights."""
+def hub_offline(on: bool):
+    """Hugging Face Hub in offline mode (its cache only: no retries) while `on`."""
+    if not on:
+        return contextlib.nullcontext()
+    from huggingface_hub import constants
+
+    return mock.patch.object(constants, "HF_HUB_OFFLINE", True)
+
+
+def load_timm_extractor(name: str, weights: str | None, keep_head: bool) -> nn.Module:
+    """A pretrained timm model (with its head, the projection, if `keep_head`), or a one-line
+    error saying how to get the weights."""
     import timm
 
     if not timm.is_model(name):
@@ -59,9 +103,11 @@ def load_timm_extractor(name: str, weights: str | None) -> nn.Module:
         )
     overlay = {"file": weights} if weights else None
     try:
-        model = timm.create_model(
-            name, pretrained=True, num_classes=0, pretrained_cfg_overlay=overlay
-        )
+        extra = {} if keep_head else {"num_classes": 0}
+        with hub_offline(offline() and not weights):
+            model = timm.create_model(
+                name, pretrained=True, pretrained_cfg_overlay=overlay, **extra
+            )
     except Exception as err:  # network errors, missing files, wrong state dicts
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise VQBenchError(
@@ -86,8 +132,10 @@ class VQGANLC(ExplicitCodebookQuantizer):
         if p.extractor == "patches":
             feature_dim = 3 * p.patch_size**2
         else:
-            self._extractor.append(load_timm_extractor(p.extractor, p.extractor_weights))
-            feature_dim = self._extractor[0].num_features
+            keep_head = p.projection == "head"
+            model = load_timm_extractor(p.extractor, p.extractor_weights, keep_head)
+            self._extractor.append(model)
+            feature_dim = model.num_classes if keep_head else model.num_features
         self.register_buffer("features", torch.randn(p.codebook_size, feature_dim))
         self.projector = nn.Linear(feature_dim, p.lookup_dim)
         nn.init.normal_(self.projector.weight, std=p.lookup_dim**-0.5)
@@ -107,42 +155,80 @@ class VQGANLC(ExplicitCodebookQuantizer):
         x = F.interpolate(
             (images.float() + 1) / 2,
             size=cfg["input_size"][1:],
-            mode="bilinear",
+            mode=cfg.get("interpolation", "bicubic"),  # CLIP's preprocessing resizes bicubically
             antialias=True,
             align_corners=False,
         )
         mean = torch.tensor(cfg["mean"], device=x.device).view(1, 3, 1, 1)
         std = torch.tensor(cfg["std"], device=x.device).view(1, 3, 1, 1)
-        feats = model.to(x.device).forward_features((x - mean) / std)
+        feats = model.to(x.device).forward_features((x - mean) / std)  # final norm included
         if feats.ndim == 3:  # ViT tokens: drop class/register tokens, back to a grid
             feats = feats[:, getattr(model, "num_prefix_tokens", 0) :]
+            if p.projection == "head":  # CLIP's `@ proj`, on every patch token
+                feats = model.get_classifier()(feats)
             side = int(feats.shape[1] ** 0.5)
             feats = feats.transpose(1, 2).reshape(feats.shape[0], -1, side, side)
         pooled = F.adaptive_avg_pool2d(feats.float(), p.pool_to)
         return pooled.flatten(2).transpose(1, 2).reshape(-1, pooled.shape[1])
 
     @torch.no_grad()
-    def init_from_data(self, batches: Iterable[torch.Tensor]) -> dict[str, object]:
-        """k-means the features of `batches` of images into the frozen codebook (once, step 0)."""
+    def read_features(self, batches) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Features (and each one's class) of the first `max_features` of `batches`, which
+        yields `(images, labels or None)` in a class-balanced random order."""
         p = self.params
-        chunks, total = [], 0
-        for images in batches:
-            feats = self.extract_features(images.to(self.features.device))
-            chunks.append(feats.cpu())
+        chunks, classes, total = [], [], 0
+        for images, labels in batches:
+            feats = self.extract_features(images.to(self.features.device)).cpu()
+            chunks.append(feats)
+            if labels is not None:
+                classes.append(labels.repeat_interleave(feats.shape[0] // len(labels)))
             total += feats.shape[0]
             if total >= p.max_features:
                 break
         if not chunks:
             raise VQBenchError("vqgan_lc.init_from_data got no images; pass the training loader")
         features = torch.cat(chunks)[: p.max_features]
-        centres = kmeans(
-            features, p.codebook_size, seed=p.kmeans_seed, iterations=p.kmeans_iterations
+        labels = torch.cat(classes)[: p.max_features] if classes else None
+        return features, labels
+
+    def cluster(self, features: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        """`(codebook_size, D)` centres: one k-means, or one per class (the reference's)."""
+        p = self.params
+        options = dict(seed=p.kmeans_seed, iterations=p.kmeans_iterations)
+        if p.kmeans == "global":
+            return kmeans(features, p.codebook_size, **options)
+        if labels is None:
+            raise VQBenchError(
+                "vqgan_lc.kmeans='per_class' needs labelled images (class folders of an image "
+                "folder); use kmeans='global' for unlabelled data such as the embedded photos"
+            )
+        present = labels.unique()
+        shares = torch.full((len(present),), p.codebook_size // len(present))
+        shares[: p.codebook_size % len(present)] += 1
+        if (shares == 0).any():
+            raise VQBenchError(
+                f"vqgan_lc.kmeans='per_class': {len(present)} classes for {p.codebook_size} "
+                f"codes leaves classes without a centre; use more codes or kmeans='global'"
+            )
+        return torch.cat(
+            [kmeans(features[labels == c], int(k), **options) for c, k in zip(present, shares)]
         )
-        self.features.copy_(centres.to(self.features))
+
+    def init_from_data(
+        self, batches: Iterable[tuple[torch.Tensor, torch.Tensor | None]]
+    ) -> dict[str, object]:
+        """k-means image features into the frozen codebook (once, before step 0).
+
+        `batches` yields `(images, labels)` (labels None for unlabelled data) in the order the
+        features should be read: the trainer passes a seeded, class-balanced random order.
+        """
+        features, labels = self.read_features(batches)
+        self.features.copy_(self.cluster(features, labels).to(self.features))
         self.init_info = {
-            "extractor": p.extractor,
+            "extractor": self.params.extractor,
             "features_clustered": int(features.shape[0]),
-            "kmeans": kmeans_backend(),
+            "classes": int(labels.unique().numel()) if labels is not None else None,
+            "kmeans": f"{self.params.kmeans} ({kmeans_backend()})",
         }
         return self.init_info
 

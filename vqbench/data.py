@@ -99,6 +99,10 @@ class ImageFolder(Dataset):
             )
         self.transform = _transform(train, resolution)
         self.skipped = 0
+        folders = sorted({p.parent for p in self.paths})
+        index = {folder: i for i, folder in enumerate(folders)}
+        #: Class of each image: its folder (ImageNet's synsets); one class for a flat folder.
+        self.labels = [index[p.parent] for p in self.paths]
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -122,6 +126,47 @@ class ImageFolder(Dataset):
                     stacklevel=2,
                 )
         raise VQBenchError(f"no image under '{self.root}' could be read")
+
+
+def class_labels(dataset: Dataset) -> list[int] | None:
+    """The class of each image where the dataset has classes (image folders), else None."""
+    return getattr(dataset, "labels", None)
+
+
+def balanced_order(labels: list[int] | None, size: int, seed: int) -> list[int]:
+    """A seeded random order of `range(size)` in which every prefix is class-balanced.
+
+    Each class's images are shuffled, then taken one per class in turn (the classes in a
+    fresh random order each round), so the first m images hold about m / classes of each
+    class. Without labels, a plain random permutation.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    if labels is None:
+        return torch.randperm(size, generator=generator).tolist()
+    by_class: dict[int, list[int]] = {}
+    for i, label in enumerate(labels):
+        by_class.setdefault(label, []).append(i)
+    queues = [
+        [members[j] for j in torch.randperm(len(members), generator=generator).tolist()]
+        for _, members in sorted(by_class.items())
+    ]
+    order: list[int] = []
+    for round_ in range(max(len(q) for q in queues)):
+        for c in torch.randperm(len(queues), generator=generator).tolist():
+            if round_ < len(queues[c]):
+                order.append(queues[c][round_])
+    return order
+
+
+def labelled_batches(dataset: Dataset, order: list[int], batch_size: int, workers: int = 0):
+    """`(images, labels or None)` batches of `dataset` in `order`."""
+    labels = class_labels(dataset)
+    loader = DataLoader(
+        torch.utils.data.Subset(dataset, order), batch_size=batch_size, num_workers=workers
+    )
+    for start, images in zip(range(0, len(order), batch_size), loader):
+        chunk = order[start : start + batch_size]
+        yield images, None if labels is None else torch.tensor([labels[i] for i in chunk])
 
 
 def write_balanced_subset(
