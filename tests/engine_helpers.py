@@ -65,25 +65,35 @@ def final_weights(run_dir: Path, which: str = "model") -> dict:
     return load_file(str(run_dir / "checkpoints" / step / f"{which}.safetensors"))
 
 
+def weights_at(run_dir: Path, step: int, which: str = "model") -> dict:
+    return load_file(str(run_dir / "checkpoints" / f"step-{step:08d}" / f"{which}.safetensors"))
+
+
 def assert_same_training(run_a: Path, run_b: Path, *, lr: float, steps: int) -> None:
     """Two runs that saw the same global batches agree up to the order of float sums.
 
     Adam divides each gradient by its own magnitude, so a gradient that is zero in exact
-    arithmetic (a bias in front of a GroupNorm, say) becomes a +-lr step of float noise
-    whose sign depends on summation order. So: the logged losses agree to 1e-4, at least
-    99% of the weights agree to 1e-5, and none differs by more than Adam's bound 2 lr steps.
+    arithmetic (a bias in front of a GroupNorm, say) becomes a +-lr step of float noise whose
+    sign depends on summation order; from the second step on, these differences can flip the
+    nearest code of a near-tied token, after which the runs follow (slightly) different paths.
+    So: after the first step (checkpointed by the caller) at least 99% of the weights agree
+    to 1e-5; at the end, the logged losses agree to 1e-3 and no weight differs by more than
+    Adam's bound of 2 lr per step.
     """
 
     def losses(run):
         records = (run / "metrics.jsonl").read_text().splitlines()
         return [json.loads(r)["total"] for r in records if "total" in json.loads(r)]
 
-    assert losses(run_a) == pytest.approx(losses(run_b), rel=1e-4)
-    a, b = final_weights(run_a), final_weights(run_b)
+    assert losses(run_a) == pytest.approx(losses(run_b), rel=1e-3)
+    a, b = weights_at(run_a, 1), weights_at(run_b, 1)
     close = total = 0
     for key in a:
         diff = (a[key].double() - b[key].double()).abs()
-        assert diff.max() <= 2 * lr * steps + 1e-6, key
         close += int((diff <= 1e-5).sum())
         total += diff.numel()
-    assert close / total >= 0.99, f"only {close / total:.4f} of the weights agree"
+    assert close / total >= 0.99, f"only {close / total:.4f} of the weights agree after step 1"
+    a, b = final_weights(run_a), final_weights(run_b)
+    for key in a:
+        diff = (a[key].double() - b[key].double()).abs()
+        assert diff.max() <= 2 * lr * steps + 1e-6, key

@@ -78,12 +78,15 @@ def test_gradient_accumulation_equals_the_full_batch(tmp_path):
     # Without the GAN: the PatchGAN's BatchNorm sees micro-batches, as it sees per-GPU batches
     # under DDP (as in SimVQ's trainer), so with it the two differ by design.
     no_gan = {"perceptual_weight": 0.0, "gan_weight": 0.0}
+    every = {"checkpoint_every": 1, "keep_checkpoints": 3}
     full = write_config(
-        tmp_path / "full.yaml", small_config("vanilla", steps=3, batch=8, loss=no_gan)
+        tmp_path / "full.yaml", small_config("vanilla", steps=3, batch=8, loss=no_gan, train=every)
     )
     acc = write_config(
         tmp_path / "acc.yaml",
-        small_config("vanilla", steps=3, batch=8, train={"micro_batch_size": 2}, loss=no_gan),
+        small_config(
+            "vanilla", steps=3, batch=8, train={"micro_batch_size": 2, **every}, loss=no_gan
+        ),
     )
     main(["train", str(full), "--out", str(tmp_path / "full"), "--no-eval"])
     main(["train", str(acc), "--out", str(tmp_path / "acc"), "--no-eval"])
@@ -140,7 +143,13 @@ def test_sigkill_mid_run_then_resume_ends_with_the_same_weights(tmp_path):
 def test_two_processes_with_gloo_equal_one_process(tmp_path):
     config = write_config(
         tmp_path / "run.yaml",
-        small_config("simvq", steps=3, batch=8, loss={"perceptual_weight": 0.0, "gan_weight": 0.0}),
+        small_config(
+            "simvq",
+            steps=3,
+            batch=8,
+            loss={"perceptual_weight": 0.0, "gan_weight": 0.0},
+            train={"checkpoint_every": 1, "keep_checkpoints": 3},
+        ),
     )
     one = run_cli("train", str(config), "--out", str(tmp_path / "one"), "--no-eval")
     assert one.returncode == 0, one.stderr
@@ -225,3 +234,42 @@ def test_tensorboard_sink_writes_the_logged_scalars(tmp_path):
     assert [s.step for s in scalars] == [2, 4]
     assert [s.value for s in scalars] == pytest.approx(totals, rel=1e-6)
     assert "epoch/train_usage" in events.Tags()["scalars"]
+
+
+@pytest.mark.parametrize("leak", [False, True])
+def test_the_discriminator_step_receives_the_generator_gradient_only_when_asked(leak):
+    """SimVQ's trainer: D's step uses grad(d_loss) + grad(gan_weight * g_loss) (no zeroing)."""
+    import copy
+
+    from vqbench import distributed
+    from vqbench.config import parse_run_config
+    from vqbench.losses import hinge_discriminator_loss, non_saturating_generator_loss
+    from vqbench.metrics import CodebookUsage
+    from vqbench.train import build_state, discriminator_step, generator_step
+
+    config = parse_run_config(
+        small_config("simvq", loss={"gan_weight": 0.1, "disc_receives_generator_grad": leak}),
+        "test",
+    )
+    world = distributed.setup("cpu")
+    state, loss_fn = build_state(config, world, None)
+    disc = state.discriminator
+    state.opt_d = torch.optim.SGD(disc.parameters(), lr=1.0)  # the step is minus the gradient
+    state.opt_g = torch.optim.SGD(state.model.parameters(), lr=0.0)  # freeze the autoencoder
+    before = copy.deepcopy(disc)
+    x = torch.rand(4, 3, 32, 32) * 2 - 1
+    usage = CodebookUsage(state.model.quantizer.codebook_size)
+    precision = distributed.pick_precision("fp32", world.device)
+    pairs, _ = generator_step(state, state.model, loss_fn, [x], precision, world, usage)
+    discriminator_step(state, disc, loss_fn, pairs, precision, world)
+    # The expected gradient, from a copy of D that sees the same forwards.
+    x_rec = pairs[0][1]
+    expected = hinge_discriminator_loss(before(x), before(x_rec))
+    if leak:
+        g_copy = copy.deepcopy(before)
+        g_loss = 0.1 * non_saturating_generator_loss(g_copy(x_rec))
+        leak_grads = torch.autograd.grad(g_loss, list(g_copy.parameters()))
+    grads = torch.autograd.grad(expected, list(before.parameters()))
+    for i, (p0, p1, g) in enumerate(zip(before.parameters(), disc.parameters(), grads)):
+        total = g + leak_grads[i] if leak else g
+        torch.testing.assert_close(p0 - p1, total, rtol=1e-4, atol=1e-6)

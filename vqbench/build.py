@@ -56,6 +56,7 @@ def build_loss(
         adaptive_gan_weight=c.adaptive_gan_weight,
         disc_start=c.disc_start,
         quantizer_weight=c.quantizer_weight,
+        leak_generator_grad=c.disc_receives_generator_grad,
     )
 
 

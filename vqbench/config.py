@@ -112,6 +112,9 @@ class LossConfig(Section):
     adaptive_gan_weight: bool = False
     disc_start: NonNegativeInt = 0
     quantizer_weight: NonNegativeFloat = 1.0
+    # SimVQ's trainer never zeroes the discriminator's gradients after the generator's backward,
+    # so its discriminator step uses grad(d_loss) + grad(gan_weight * g_loss) (protocol.md 2.5).
+    disc_receives_generator_grad: bool = False
 
 
 class OptimConfig(Section):
@@ -161,10 +164,14 @@ class EvalConfig(Section):
         "fid",
     ]
     batch_size: PositiveInt = 64
+    paper_batch_size: PositiveInt = 64  # the batches of the paper's batch PSNR and SSIM
     use_ema: bool = True
     lpips_net: Literal["vgg", "alex"] = "vgg"
     lpips_weights: str | None = None  # torchvision's VGG16/AlexNet file (offline use)
-    inception_weights: str | None = None
+    inception_weights: str | None = None  # the FID backend's Inception file (offline use)
+    # torch-fidelity (uint8, TF-style resize) or pytorch-fid (float, PyTorch bilinear resize,
+    # its own weights: what SimVQ and the paper used).
+    fid_backend: Literal["torch-fidelity", "pytorch-fid"] = "torch-fidelity"
 
 
 class RunConfig(Section):

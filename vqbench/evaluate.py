@@ -59,6 +59,8 @@ def evaluate_split(
         lpips_net=c.lpips_net,
         lpips_weights=c.lpips_weights,
         inception_weights=c.inception_weights,
+        fid_backend=c.fid_backend,
+        paper_batch=c.paper_batch_size,
         device=dev,
     )
     was_training = model.training

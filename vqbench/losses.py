@@ -4,8 +4,9 @@ Generator: `L1 + perceptual_weight * LPIPS(VGG) + gan_weight * nonsat(D(x_rec)) 
 quantizer_weight * quantizer_loss`, with the GAN term at a fixed weight 0.1 from step 0 (SimVQ);
 taming's adaptive weight `||grad nll|| / (||grad g|| + 1e-4)` on the decoder's last layer and
 `disc_start` are options. Discriminator: 3-layer PatchGAN (ndf 64, BatchNorm, N(0, 0.02) init)
-with the hinge loss. The generator's GAN gradient does not leak into the discriminator step
-(SimVQ's trainer lets it; SPEC says not to reproduce that).
+with the hinge loss. By default the generator's GAN gradient does not reach the discriminator;
+`leak_generator_grad` reproduces SimVQ's trainer, whose discriminator step also receives it
+(the trainer then zeroes the discriminator's gradients only after its step).
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ class AutoencoderLoss(nn.Module):
         adaptive_gan_weight: bool = False,
         disc_start: int = 0,
         quantizer_weight: float = 1.0,
+        leak_generator_grad: bool = False,
     ) -> None:
         super().__init__()
         self.perceptual = perceptual
@@ -78,6 +80,7 @@ class AutoencoderLoss(nn.Module):
         self.adaptive_gan_weight = adaptive_gan_weight
         self.disc_start = disc_start
         self.quantizer_weight = quantizer_weight
+        self.leak_generator_grad = leak_generator_grad
 
     def gan_active(self, step: int) -> bool:
         return self.discriminator is not None and step >= self.disc_start
@@ -107,9 +110,12 @@ class AutoencoderLoss(nn.Module):
         loss = nll + self.quantizer_weight * quantizer_loss
         terms["quantizer"] = quantizer_loss
         if self.gan_active(step) and self.gan_weight > 0:
-            self.discriminator.requires_grad_(False)  # no leak into the discriminator step
-            g_loss = non_saturating_generator_loss(self.discriminator(x_rec))
-            self.discriminator.requires_grad_(True)
+            if self.leak_generator_grad:  # SimVQ: the gradient accumulates in D's parameters
+                g_loss = non_saturating_generator_loss(self.discriminator(x_rec))
+            else:
+                self.discriminator.requires_grad_(False)
+                g_loss = non_saturating_generator_loss(self.discriminator(x_rec))
+                self.discriminator.requires_grad_(True)
             weight = torch.tensor(self.gan_weight, device=x.device)
             if self.adaptive_gan_weight and last_layer is not None:
                 weight = weight * self.adaptive_weight(nll, g_loss, last_layer)

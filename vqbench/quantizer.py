@@ -215,8 +215,11 @@ class Quantizer(nn.Module):
         or dead-code restart. Nothing by default. Outside the trainer, call it where you
         call `optimizer.step()`."""
 
-    def init_from_data(self, batches: Iterable[torch.Tensor]) -> dict[str, Any] | None:
-        """Build the codebook from batches of training images; returns what was done."""
+    def init_from_data(
+        self, batches: Iterable[tuple[torch.Tensor, torch.Tensor | None]]
+    ) -> dict[str, Any] | None:
+        """Build the codebook from `(images, labels or None)` batches of training images, in a
+        seeded, class-balanced random order; returns what was done."""
         return None
 
     def resample(self, new_size: int, seed: int = 1) -> Quantizer:

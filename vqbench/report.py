@@ -27,24 +27,32 @@ from vqbench.rundir import RunDir
 from vqbench.suite import Suite
 from vqbench.version import __version__
 
+#: (our result key, column title, the paper table's key printed beside it)
 COLUMNS = [
-    ("usage", "Codebook Usage"),
-    ("rfid", "rFID"),
-    ("lpips", "LPIPS"),
-    ("psnr", "PSNR"),
-    ("ssim", "SSIM"),
+    ("usage", "Codebook Usage", "usage"),
+    ("rfid", "rFID", "rfid"),
+    ("lpips", "LPIPS", "lpips"),
+    ("psnr_batch", "PSNR", "psnr"),
+    ("ssim", "SSIM", "ssim"),
+    ("psnr", "PSNR per image", None),
 ]
 
+FID_NOTES = {
+    "torch-fidelity": "rFID: torch-fidelity (uint8 images at the training resolution, its "
+    "Inception weights); SimVQ and the paper used pytorch-fid on float images, so values "
+    "differ slightly from theirs.",
+    "pytorch-fid": "rFID: pytorch-fid, as SimVQ and the paper computed it (float images in "
+    "[0, 1], PyTorch bilinear resize to 299, pytorch-fid's Inception weights).",
+}
+
 PROTOCOL_NOTES = [
-    "rFID is computed with torch-fidelity (uint8 images at the training resolution); SimVQ and "
-    "the paper used pytorch-fid on float images, so values differ slightly.",
-    "PSNR is the mean of per-image PSNR (data range 1, uint8-quantised images); SimVQ's "
-    "evaluation computed a batch-level PSNR (a known bug), reported separately in the JSON as "
-    "`psnr_batch`.",
-    "SSIM follows scikit-image's defaults (7x7 uniform window), per image, mean over images.",
+    "PSNR is the paper's (SimVQ's evaluation.py): images truncated to uint8, the PSNR of each "
+    "batch of 64 consecutive validation images' pooled MSE, averaged over batches. It is lower "
+    "than the mean of per-image PSNR, which is our own column (PSNR per image: images rounded "
+    "to uint8, data range 1).",
+    "SSIM is the paper's: scikit-image's defaults (7x7 uniform window) per image on SimVQ's "
+    "truncated images, averaged per batch of 64 and then over batches.",
     "Usage is codes hit at least once over the whole validation split / codebook size.",
-    "SimVQ's trainer lets generator gradients leak into the discriminator step; vqbench does not "
-    "reproduce that.",
 ]
 
 
@@ -101,9 +109,9 @@ def metric_values(result: dict[str, Any]) -> dict[str, Any]:
         "rfid": result.get("rfid"),
         "lpips": lpips,
         "psnr": result.get("psnr"),
+        "psnr_batch": result.get("psnr_batch"),
         "ssim": result.get("ssim"),
         "perplexity": result.get("perplexity"),
-        "psnr_batch": result.get("psnr_batch"),
     }
 
 
@@ -219,7 +227,7 @@ def _paper_value(row: dict[str, Any] | None, key: str) -> str | None:
 def block_table(rows: list[Row]) -> str:
     with_estimator = any(r.params.get("estimator", "ste") != "ste" for r in rows)
     headers = ["Method", "Codebook Size", "Group"] + (["Estimator"] if with_estimator else [])
-    headers += [title for _, title in COLUMNS]
+    headers += [title for _, title, _ in COLUMNS]
     lines = []
     for row in rows:
         size, groups = row.codebook_size, row.groups
@@ -228,10 +236,10 @@ def block_table(rows: list[Row]) -> str:
             f"{size:,}" if size else "-",
             groups if groups is not None else "-",
         ] + ([row.estimator] if with_estimator else [])
-        for key, _ in COLUMNS:
+        for key, _, paper_key in COLUMNS:
             summary = row.metrics.get(key, {"mean": None})
             cell = _fmt(summary, key) if row.results else "not run"
-            paper = _paper_value(row.paper, key)
+            paper = _paper_value(row.paper, paper_key) if paper_key else None
             cells.append(f"{cell} ({paper})" if paper is not None else cell)
         lines.append(cells)
     return tabulate(lines, headers=headers, tablefmt="github", disable_numparse=True)
@@ -284,9 +292,57 @@ def environment_line(runs_dir: Path) -> str:
     )
 
 
+def ranking_note(suite: Suite) -> str:
+    """What a table can rank: one seed ranks nothing below the seed-to-seed spread."""
+    seeds = sorted({r.seed for r in suite.runs})
+    if len(seeds) == 1:
+        return (
+            "One seed: a difference smaller than the seed-to-seed spread (mean ± std over "
+            "seeds in a suite with several, e.g. the reproduction study's suites at this "
+            "scale) is not a ranking. Training is deterministic on one machine with the same "
+            "threads and versions only; another machine gives other values."
+        )
+    return (
+        f"{len(seeds)} seeds (mean ± sample std): two rows are ranked only where their means "
+        "differ by more than two standard errors of the difference (Welch); smaller "
+        "differences are not rankings."
+    )
+
+
+def recipe_notes(suite: Suite) -> list[str]:
+    """The recipe choices a suite made (settings that move numbers), and each row's options."""
+    c = suite.runs[0].config
+    notes = [
+        FID_NOTES[c.eval.fid_backend],
+        f"Precision: {c.train.precision}"
+        + (" (SimVQ's 16-mixed)" if c.train.precision == "fp16" else "")
+        + "; the quantizer computes distances and losses in float32.",
+        "The discriminator step also receives the generator loss's gradient (SimVQ's trainer "
+        "never zeroes it)."
+        if c.loss.disc_receives_generator_grad
+        else "The discriminator step receives only its own loss's gradient (SimVQ's trainer "
+        "lets the generator's leak in; option loss.disc_receives_generator_grad).",
+    ]
+    rows = []
+    for run in suite.runs:
+        q = run.config.quantizer
+        label = f"{run.label}: `{q.name}` " + (
+            ", ".join(f"{k}={v}" for k, v in q.params.items()) or "(defaults)"
+        )
+        if label not in rows:
+            rows.append(label)
+    return notes + ["Quantizers and their parameters: " + "; ".join(rows) + "."]
+
+
 def notes_of(suite: Suite, rows: list[Row]) -> list[str]:
     unavailable = [f"Unavailable — {note}" for note in unavailable_notes(rows)]
-    return list(suite.spec.notes) + PROTOCOL_NOTES + unavailable
+    return (
+        list(suite.spec.notes)
+        + [ranking_note(suite)]
+        + recipe_notes(suite)
+        + PROTOCOL_NOTES
+        + unavailable
+    )
 
 
 def render_markdown(

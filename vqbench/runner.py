@@ -155,8 +155,12 @@ def describe(suite: Suite) -> list[list[Any]]:
         c = run.config
         steps = c.train.steps
         budget = f"{steps} steps" if steps else f"{c.train.epochs} epochs"
-        model = build_model(c)
-        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        try:
+            model = build_model(c)
+            trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+            trainable = f"{trainable / 1e6:.2f}M"
+        except VQBenchError as err:  # e.g. a feature extractor whose weights are not here
+            trainable = f"n/a ({str(err)[:60]}...)"
         params = ", ".join(f"{k}={v}" for k, v in c.quantizer.params.items())
         images = f"{steps * c.train.batch_size:,}" if steps else "epochs x dataset"
         rows.append(
@@ -170,7 +174,7 @@ def describe(suite: Suite) -> list[list[Any]]:
                 budget,
                 c.train.batch_size,
                 images,
-                f"{trainable / 1e6:.2f}M",
+                trainable,
             ]
         )
     return rows

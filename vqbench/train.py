@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from vqbench import distributed
@@ -35,7 +35,14 @@ from vqbench.checkpoint import (
     seed_everything,
 )
 from vqbench.config import RunConfig
-from vqbench.data import EpochBatches, build_split, train_loader
+from vqbench.data import (
+    EpochBatches,
+    balanced_order,
+    build_split,
+    class_labels,
+    labelled_batches,
+    train_loader,
+)
 from vqbench.errors import VQBenchError
 from vqbench.evaluate import evaluate_split
 from vqbench.losses import AutoencoderLoss
@@ -177,14 +184,18 @@ def build_state(
         model = model.to(memory_format=torch.channels_last)
     opt_g, opt_d = build_optimizers(config, model, loss_fn.discriminator)
     scaled = distributed.pick_precision(config.train.precision, dev).scaled
+    scaler_g = torch.amp.GradScaler(dev.type, enabled=scaled)
+    # With the leak, gradients of both losses meet in D: one loss scale (Lightning's one scaler).
+    leak = config.loss.disc_receives_generator_grad
+    scaler_d = scaler_g if leak else torch.amp.GradScaler(dev.type, enabled=scaled)
     state = TrainState(
         model=model,
         ema=None,
         discriminator=loss_fn.discriminator,
         opt_g=opt_g,
         opt_d=opt_d,
-        scaler_g=torch.amp.GradScaler(dev.type, enabled=scaled),
-        scaler_d=torch.amp.GradScaler(dev.type, enabled=scaled),
+        scaler_g=scaler_g,
+        scaler_d=scaler_d,
     )
     return state, loss_fn
 
@@ -205,9 +216,11 @@ def start(state: TrainState, config: RunConfig, plan: Plan, run: RunDir, world, 
         if resuming:
             log.info("no usable checkpoint: starting again from step 0")
         quantizer = state.model.quantizer
-        if quantizer.initialises_from_data:
-            images = DataLoader(plan.dataset, batch_size=max(plan.micro, 64), shuffle=False)
-            info = quantizer.init_from_data(batch for batch in images)
+        if quantizer.initialises_from_data:  # a seeded, class-balanced random sample
+            order = balanced_order(class_labels(plan.dataset), len(plan.dataset), config.seed)
+            batch = max(plan.micro, 64)
+            batches = labelled_batches(plan.dataset, order, batch, config.data.workers)
+            info = quantizer.init_from_data(batches)
             log.info(f"quantizer initialised from data: {info}")
         state.ema = ModelEMA(state.model, config.train.ema_decay)
     if resuming and log.main:
@@ -241,8 +254,12 @@ def generator_step(state, trained, loss_fn, batches, precision, world, usage):
 
 
 def discriminator_step(state, disc, loss_fn, pairs, precision, world) -> torch.Tensor:
-    """Hinge loss on the same reconstructions, then the discriminator's optimiser step."""
-    state.opt_d.zero_grad(set_to_none=True)
+    """Hinge loss on the same reconstructions, then the discriminator's optimiser step.
+
+    Gradients are zeroed after the step, so that with `leak_generator_grad` the generator
+    loss's gradient (accumulated in D during the generator step) joins this step's, as in
+    SimVQ's trainer; without it, D has no gradient from the generator step to begin with.
+    """
     total = 0.0
     for x, x_rec in pairs:
         with precision.autocast(world.device):
@@ -251,6 +268,7 @@ def discriminator_step(state, disc, loss_fn, pairs, precision, world) -> torch.T
         total = total + terms["disc"].float() / len(pairs)
     state.scaler_d.step(state.opt_d)
     state.scaler_d.update()
+    state.opt_d.zero_grad(set_to_none=True)
     return total
 
 
