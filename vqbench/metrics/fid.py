@@ -33,7 +33,8 @@ def load_inception(weights: str | None = None, device: torch.device | str = "cpu
             f"Inception (FID) weights could not be loaded ({str(err).splitlines()[0]}); set "
             f"VQBENCH_INCEPTION_WEIGHTS to weights-inception-2015-12-05-6726825d.pth"
         ) from None
-    return extractor.to(device)
+    # torch-fidelity 0.3 leaves the extractor in training mode (BatchNorm on batch statistics).
+    return extractor.eval().to(device)
 
 
 class FID(Metric):
