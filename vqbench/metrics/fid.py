@@ -52,7 +52,8 @@ def load_inception(weights: str | None = None, device: torch.device | str = "cpu
         )
     except Exception as err:  # truncated or foreign file
         raise _load_error("FID, torch-fidelity", "VQBENCH_INCEPTION_WEIGHTS", err) from None
-    extractor = extractor.to(device)
+    # torch-fidelity 0.4 puts the extractor in eval mode itself, 0.3 does not (BatchNorm).
+    extractor = extractor.eval().to(device)
     return lambda images: extractor(to_uint8(images))[0]
 
 
