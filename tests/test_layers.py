@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 LAYERS = [
     ["errors", "version"],
     ["files", "distributed", "params", "registry", "search", "kmeans"],
-    ["lfq_entropy", "estimator"],
+    ["lfq_entropy", "estimator", "restart"],
     ["quantizer"],
     ["data", "pretrained"],
     ["models", "losses", "metrics"],
