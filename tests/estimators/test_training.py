@@ -13,6 +13,7 @@ ESTIMATORS = {
     "rotation-in-graph": ("rotation", {"normalize_in_graph": True}),
     "radius-clipped": ("radius", {"radius": "clipped", "scale": 1.0}),
     "radius-differentiable": ("radius", {"detach_radius": False}),
+    "diveq": ("diveq", {}),
 }
 
 
