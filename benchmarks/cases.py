@@ -31,9 +31,15 @@ def _set_tf32(precision: str) -> None:
     torch.backends.cudnn.allow_tf32 = enabled
 
 
+#: Composites: the case's codebook size is the product of their stages' or parts' sizes.
+COMPOSITES = ("residual", "product")
+
+
 def _vqbench_module(method: str, codebook_size: int, dim: int, params: dict):
     from vqbench import create_quantizer
 
+    if method in COMPOSITES:
+        return create_quantizer(method, dim=dim, **params)
     if method == "fsq":
         return create_quantizer("fsq", levels=FSQ_LEVELS[codebook_size], dim=dim, **params)
     return create_quantizer(method, codebook_size=codebook_size, dim=dim, **params)
@@ -43,6 +49,8 @@ def _vqtorch_module(method: str, codebook_size: int, dim: int, params: dict):
     """vector-quantize-pytorch's closest module, with the rotation trick off (plain STE)."""
     import vector_quantize_pytorch as vq
 
+    if params or method == "bsq":  # the families' cases (they carry their parameters)
+        return _vqtorch_family(vq, method, codebook_size, dim, params)
     if method == "ema":
         return vq.VectorQuantize(
             dim=dim,
@@ -74,6 +82,48 @@ def _vqtorch_module(method: str, codebook_size: int, dim: int, params: dict):
         )
     if method == "fsq":
         return vq.FSQ(levels=FSQ_LEVELS[codebook_size], dim=dim)
+    raise ValueError(f"vector-quantize-pytorch has no '{method}' case here")
+
+
+class _TokensLast(torch.nn.Module):
+    """Feeds a `(B, dim, H, W)` map to a library module that takes `(B, N, dim)` tokens (its
+    ResidualVQ fails on image maps in v1.32), and returns the output as a map."""
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, z: torch.Tensor):
+        b, d, h, w = z.shape
+        out = self.inner(z.permute(0, 2, 3, 1).reshape(b, h * w, d))
+        return (out[0].reshape(b, h, w, d).permute(0, 3, 1, 2), *out[1:])
+
+
+def _vqtorch_family(vq, method: str, codebook_size: int, dim: int, params: dict):
+    """The library's residual, grouped, spherical-LFQ and directional-reparam modules."""
+    plain = dict(ema_update=False, learnable_codebook=True, rotation_trick=False)
+    inner = params.get("quantizer_params", {}).get("codebook_size")
+    if method == "residual":
+        return _TokensLast(
+            vq.ResidualVQ(dim=dim, num_quantizers=params["stages"], codebook_size=inner, **plain)
+        )
+    if method == "product":
+        return _TokensLast(
+            vq.GroupedResidualVQ(
+                dim=dim, groups=params["parts"], num_quantizers=1, codebook_size=inner, **plain
+            )
+        )
+    if method == "bsq":  # both entropies over all codes, as ours
+        return vq.LFQ(
+            dim=dim, codebook_size=codebook_size, spherical=True, entropy_loss_weight=0.1,
+            commitment_loss_weight=0.25,
+        )  # fmt: skip
+    if method == "vanilla" and params.get("estimator") == "diveq":
+        # The library requires dead-code replacement with directional reparameterisation.
+        return vq.VectorQuantize(
+            dim=dim, codebook_size=codebook_size, directional_reparam=True,
+            threshold_ema_dead_code=2, accept_image_fmap=True,
+        )  # fmt: skip
     raise ValueError(f"vector-quantize-pytorch has no '{method}' case here")
 
 

@@ -48,12 +48,42 @@ def case_list():
     cases.append(("vqbench", "fsq", 65536, {}))
     for method in ("ema", "vanilla", "simvq", "lfq", "fsq"):
         cases.append(("vqtorch", method, 65536, {}))
+    return cases + family_cases()
+
+
+#: The families of issue 17, each beside vector-quantize-pytorch where it has the method
+#: (same parameters, so that the tables pair them). Composites: 2 x 256 = 65,536 combinations.
+FAMILIES = [
+    ("residual", {"stages": 2, "quantizer_params": {"codebook_size": 256}}, True),
+    ("product", {"parts": 2, "quantizer_params": {"codebook_size": 256}}, True),
+    ("bsq", {}, True),
+    ("ibq", {}, False),
+    ("vanilla", {"restart_after": 1}, False),  # worst case: unused codes restart every step
+    ("vanilla", {"estimator": "diveq"}, True),
+]
+
+
+def family_cases():
+    cases = []
+    for method, params, in_library in FAMILIES:
+        cases.append(("vqbench", method, 65536, params))
+        if in_library:
+            cases.append(("vqtorch", method, 65536, params))
     return cases
+
+
+def _flat(params: dict) -> dict:
+    """Nested parameters (a composite's quantizer_params) flattened for case ids."""
+    flat = {}
+    for k, v in params.items():
+        flat.update(_flat(v) if isinstance(v, dict) else {k: v})
+    return flat
 
 
 def case_id(case):
     impl, method, size, params = case
-    extra = "".join(f"-{k}{v}" for k, v in params.items() if k != "estimator_params")
+    kept = {k: v for k, v in params.items() if k != "estimator_params"}
+    extra = "".join(f"-{k}{v}" for k, v in _flat(kept).items())
     return f"{impl}-{method}{extra}-{size}"
 
 

@@ -87,11 +87,8 @@ def main_table(rows, precision) -> str:
             or not plain(r)
         ):
             continue
-        ref = (
-            by_key.get(("vqtorch", r["method"], 65536, "{}", precision))
-            if not r["params"]
-            else None
-        )
+        # The library's case with the same parameters (the families pair their parameters).
+        ref = by_key.get(("vqtorch", r["method"], 65536, json.dumps(r["params"]), precision))
         speedup = ref["seconds"] / r["seconds"] if ref else None
         target = SPEEDUP_TARGETS.get(r["method"]) if ref else None
         to_floor = r["seconds"] / floor["seconds"] if floor and r["method"] in EXPLICIT else None
@@ -207,6 +204,7 @@ def estimator_table(rows, precision) -> str:
             f" {v}" for v in r["params"].get("estimator_params", {}).values()
         )
         target = f"{mark(overhead < 0.10)}" if r["params"]["estimator"] == "rotation" else "-"
+        ref = by_key.get(("vqtorch", r["method"], r["codebook_size"], key(r)[3], precision))
         out.append(
             [
                 r["method"],
@@ -216,6 +214,7 @@ def estimator_table(rows, precision) -> str:
                 f"{100 * overhead:+.1f}%",
                 target,
                 f"{r['peak_extra_mib']:.0f}",
+                f"{ref['seconds']:.3f} s, {ref['peak_extra_mib']:.0f} MiB" if ref else "-",
             ]
         )
     return tabulate(
@@ -228,6 +227,7 @@ def estimator_table(rows, precision) -> str:
             "overhead",
             "rotation < 10%",
             "MiB",
+            "v-q-p",
         ],
         tablefmt="github",
     )

@@ -19,8 +19,11 @@ Choices (the references differ): the codebook starts N(0, 1) (taming's EMA quant
 `initial_cluster_size` is 1 by default with `m_k = c_k` (vector-quantize-pytorch), so a code
 that is never chosen keeps its initial value; 0 is taming's and VQGAN-LC's initialisation,
 under which a never-chosen code is divided by ~eps and moves far away. Dead-code restart
-(codes whose `N_k` falls below `dead_code_threshold` take random tokens of the current batch)
-is off by default, as in the paper's VQGAN-EMA row.
+(`vqbench.restart`, shared with the other free codebooks) is off by default, as in the paper's
+VQGAN-EMA row: codes whose `N_k` falls below `dead_code_threshold` (vector-quantize-pytorch's
+rule) or that went unused for `restart_after` optimiser steps take random tokens of the
+current batch, with `N_k` reset to the threshold (1 when only `restart_after` is set) and
+`m_k = N_k c_k`.
 """
 
 from __future__ import annotations
@@ -28,16 +31,17 @@ from __future__ import annotations
 import pydantic
 import torch
 
-from vqbench.distributed import all_reduce_sum, broadcast
+from vqbench.distributed import all_reduce_sum
 from vqbench.quantizer import (
     ExplicitCodebookParams,
     ExplicitCodebookQuantizer,
     QuantizerOutput,
     register_quantizer,
 )
+from vqbench.restart import RestartParams, build_restart
 
 
-class EMAParams(ExplicitCodebookParams):
+class EMAParams(RestartParams, ExplicitCodebookParams):
     codebook_weight: float = pydantic.Field(
         0.0, ge=0.0, le=0.0, description="EMA codebooks take no gradient"
     )
@@ -61,7 +65,8 @@ class EMAVQ(ExplicitCodebookQuantizer):
         self.register_buffer("cluster_size", torch.full((self.codebook_size,), initial))
         self.register_buffer("embed_sum", codes.clone())
         self._pending: tuple[torch.Tensor, torch.Tensor] | None = None
-        self._last_tokens: torch.Tensor | None = None
+        always = self.params.dead_code_threshold > 0
+        self.restart = build_restart(self.params, self.codebook_size, always=always)
 
     def codebook(self) -> torch.Tensor:
         return self.embedding
@@ -80,18 +85,21 @@ class EMAVQ(ExplicitCodebookQuantizer):
         counts, sums = self._pending
         counts.index_add_(0, indices, torch.ones_like(indices, dtype=counts.dtype))
         sums.index_add_(0, indices, z.float())
-        self._last_tokens = z
+        if self.restart is not None:
+            self.restart.record(indices, z)
 
     def after_optimizer_step(self) -> None:
         if self._pending is not None:
             counts, sums = self._pending
             self._pending = None
-            self.update_codebook(counts, sums, self._last_tokens)
+            self.update_codebook(counts, sums)
+        if self.restart is not None:
+            self.restart_dead_codes()
 
     @torch.no_grad()
-    def update_codebook(self, counts: torch.Tensor, sums: torch.Tensor, z: torch.Tensor) -> None:
+    def update_codebook(self, counts: torch.Tensor, sums: torch.Tensor) -> None:
         """One EMA step of the global batch's counts and sums, then the Laplace-smoothed
-        codebook; `z` (this process's last tokens) feeds the dead-code restart."""
+        codebook."""
         all_reduce_sum(counts, sums)
         decay, eps = self.params.decay, self.params.eps
         self.cluster_size.mul_(decay).add_(counts, alpha=1 - decay)
@@ -99,23 +107,18 @@ class EMAVQ(ExplicitCodebookQuantizer):
         total = self.cluster_size.sum()
         smoothed = (self.cluster_size + eps) / (total + self.codebook_size * eps) * total
         self.embedding.copy_(self.embed_sum / smoothed.unsqueeze(1))
-        if self.params.dead_code_threshold > 0:
-            self.restart_dead_codes(z)
 
     @torch.no_grad()
-    def restart_dead_codes(self, z: torch.Tensor) -> None:
-        """Replace codes whose EMA count is below the threshold by random tokens of the batch.
-
-        Rank 0 draws the tokens and broadcasts them so every process keeps the same codebook.
-        """
-        dead = self.cluster_size < self.params.dead_code_threshold
-        n_dead = int(dead.sum())
-        if n_dead == 0 or z.shape[0] == 0:
-            return
-        pick = torch.randint(0, z.shape[0], (n_dead,), device=z.device)
-        samples = z[pick].float()
-        broadcast(samples, src=0)
+    def restart_dead_codes(self) -> None:
+        """Codes below the count threshold or idle too long take tokens of the batch; every
+        process draws the same (`vqbench.restart`)."""
         threshold = self.params.dead_code_threshold
-        self.embedding[dead] = samples
-        self.cluster_size[dead] = threshold
-        self.embed_sum[dead] = samples * threshold
+        below = self.cluster_size < threshold if threshold > 0 else None
+        found = self.restart.after_step(also_dead=below)
+        if found is None:
+            return
+        dead, tokens = found
+        reset = threshold if threshold > 0 else 1.0
+        self.embedding[dead] = tokens.float()
+        self.cluster_size[dead] = reset
+        self.embed_sum[dead] = tokens.float() * reset

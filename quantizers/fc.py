@@ -10,6 +10,8 @@ lookup is by cosine similarity on the unit sphere of the low-dimensional space:
 
 The straight-through estimator acts on the normalised `u` (LlamaGen's choice), so the gradient
 flows through the normalisation and the decoder always receives vectors on the sphere.
+`restart_after: n` replaces codes unused for n optimiser steps by normalised tokens `u` of the
+current batch (`vqbench.restart`; off by default).
 """
 
 from __future__ import annotations
@@ -25,9 +27,10 @@ from vqbench.quantizer import (
     QuantizerOutput,
     register_quantizer,
 )
+from vqbench.restart import RestartParams, build_restart
 
 
-class FCParams(ExplicitCodebookParams):
+class FCParams(RestartParams, ExplicitCodebookParams):
     lookup_dim: pydantic.PositiveInt = 8
 
     def lookup_bytes(self) -> int:
@@ -46,6 +49,7 @@ class FactorizedVQ(ExplicitCodebookQuantizer):
         self.project_in = nn.Linear(p.dim, p.lookup_dim)
         self.project_out = nn.Linear(p.lookup_dim, p.dim)
         self.embedding = nn.Parameter(torch.randn(p.codebook_size, p.lookup_dim))
+        self.restart = build_restart(p, p.codebook_size)
 
     def codebook(self) -> torch.Tensor:
         """Unit-norm codes in the lookup space, `(codebook_size, lookup_dim)`."""
@@ -54,8 +58,17 @@ class FactorizedVQ(ExplicitCodebookQuantizer):
     def quantize_tokens(self, z: torch.Tensor) -> QuantizerOutput:
         u = F.normalize(self.project_in(z), dim=1)
         out = self.lookup(u, self.codebook())
+        if self.training and self.restart is not None:
+            self.restart.record(out.indices, u)
         out.z_q = self.project_out(out.z_q)
         return out
+
+    @torch.no_grad()
+    def after_optimizer_step(self) -> None:
+        found = self.restart.after_step() if self.restart is not None else None
+        if found is not None:
+            dead, tokens = found
+            self.embedding[dead] = tokens.to(self.embedding.dtype)  # unit vectors
 
     def decode_tokens(self, indices: torch.Tensor) -> torch.Tensor:
         return self.project_out(F.embedding(indices, self.codebook()))

@@ -35,15 +35,7 @@ class LFQParams(QuantizerParams):
     @pydantic.field_validator("codebook_size")
     @classmethod
     def _power_of_two(cls, size: int) -> int:
-        if size < 2 or size & (size - 1):
-            lower = 1 << (size.bit_length() - 1)
-            raise ValueError(
-                f"must be a power of two >= 2 (LFQ codes are sign patterns); "
-                f"use {max(lower, 2)} or {max(lower * 2, 2)}"
-            )
-        if size > 2**40:
-            raise ValueError("must be at most 2**40 codes")
-        return size
+        return lfq_entropy.check_power_of_two(size)
 
     def lookup_bytes(self) -> int:
         return 4 * self.codebook_size  # the batch-mean distribution over all codes

@@ -6,6 +6,8 @@ Each token takes its nearest code, `q = C[argmin_k ||z - c_k||^2]`, and the loss
     L = codebook_weight * ||q - sg(z)||^2 + beta * ||sg(q) - z||^2     (beta = 0.25)
 
 with the straight-through estimator `z + sg(q - z)` carrying the decoder's gradient to `z`.
+`restart_after: n` replaces codes unused for n optimiser steps by tokens of the current batch
+(`vqbench.restart`; off by default, as in taming).
 """
 
 from __future__ import annotations
@@ -13,17 +15,43 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from vqbench.quantizer import ExplicitCodebookQuantizer, register_quantizer
+from vqbench.quantizer import (
+    ExplicitCodebookParams,
+    ExplicitCodebookQuantizer,
+    QuantizerOutput,
+    register_quantizer,
+)
+from vqbench.restart import RestartParams, build_restart
+
+
+class VanillaParams(RestartParams, ExplicitCodebookParams):
+    pass
 
 
 @register_quantizer("vanilla")
 class VanillaVQ(ExplicitCodebookQuantizer):
     """Vanilla VQ-VAE/VQGAN quantizer: a trainable codebook and the straight-through estimator."""
 
+    Params = VanillaParams
+
     def __init__(self, **params) -> None:
         super().__init__(**params)
         k = self.codebook_size
         self.embedding = nn.Parameter(torch.empty(k, self.dim).uniform_(-1.0 / k, 1.0 / k))
+        self.restart = build_restart(self.params, k)
 
     def codebook(self) -> torch.Tensor:
         return self.embedding
+
+    def quantize_tokens(self, z: torch.Tensor) -> QuantizerOutput:
+        out = self.lookup(z, self.embedding)
+        if self.training and self.restart is not None:
+            self.restart.record(out.indices, z)
+        return out
+
+    @torch.no_grad()
+    def after_optimizer_step(self) -> None:
+        found = self.restart.after_step() if self.restart is not None else None
+        if found is not None:
+            dead, tokens = found
+            self.embedding[dead] = tokens.to(self.embedding.dtype)

@@ -21,6 +21,15 @@ SMALL_QUANTIZER_PARAMS = {
     "vqgan_lc": {"codebook_size": 64, "dim": 16, "lookup_dim": 4, "patch_size": 2},
     "simvq": {"codebook_size": 64, "dim": 16},
     "group_vq": {"codebook_size": 64, "dim": 16, "groups": 4},
+    "bsq": {"codebook_size": 64, "dim": 16},
+    "ibq": {"codebook_size": 64, "dim": 16},
+    "residual": {"stages": 2, "quantizer_params": {"codebook_size": 8}, "dim": 16},
+    "product": {
+        "parts": 2,
+        "quantizer": "ema",
+        "quantizer_params": {"codebook_size": 8},
+        "dim": 16,
+    },
 }
 
 

@@ -14,6 +14,10 @@ SMALL_CONFIGS = {
     "vqgan_lc": dict(codebook_size=64, dim=16, lookup_dim=4),
     "simvq": dict(codebook_size=64, dim=16),
     "group_vq": dict(codebook_size=64, dim=16, groups=4),
+    "bsq": dict(codebook_size=64, dim=16),
+    "ibq": dict(codebook_size=64, dim=16),
+    "residual": dict(stages=2, quantizer="vanilla", quantizer_params=dict(codebook_size=8), dim=16),
+    "product": dict(parts=2, quantizer="vanilla", quantizer_params=dict(codebook_size=8), dim=16),
 }
 
 

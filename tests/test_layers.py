@@ -17,8 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 #: Lowest first. A module may import modules of strictly earlier layers only.
 LAYERS = [
     ["errors", "version"],
-    ["files", "distributed", "params", "registry", "search", "kmeans"],
-    ["lfq_entropy", "estimator"],
+    ["files", "distributed", "params", "registry", "search", "code_softmax", "kmeans"],
+    ["lfq_entropy", "estimator", "restart"],
     ["quantizer"],
     ["data", "pretrained"],
     ["models", "losses", "metrics"],

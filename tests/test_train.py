@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from tests.engine_helpers import (
+    SMALL_QUANTIZER_PARAMS,
     assert_same_training,
     final_weights,
     run_cli,
@@ -19,7 +20,7 @@ from tests.engine_helpers import (
 )
 from vqbench.cli import main
 
-QUANTIZERS = ["vanilla", "ema", "fc", "fsq", "lfq", "vqgan_lc", "simvq", "group_vq"]
+QUANTIZERS = sorted(SMALL_QUANTIZER_PARAMS)
 
 
 @pytest.fixture(autouse=True)
@@ -43,6 +44,9 @@ def test_train_then_eval_every_quantizer(tmp_path, name, capsys):
         assert (run_dir / item).is_file(), item
     results = json.loads((run_dir / "eval.json").read_text())
     assert results["images"] == 8 and 0 < results["usage"] <= 1
+    if "index_sizes" in results:  # a composite: usage per index and as the product
+        assert len(results["usage_per_index"]) == len(results["index_sizes"]) > 1
+        assert 0 < results["product_usage"] <= 1
     assert results["psnr"] > 0 and -1 <= results["ssim"] <= 1
     assert json.loads((run_dir / "status.json").read_text())["state"] == "finished"
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]

@@ -37,8 +37,7 @@ def quantizer_table() -> str:
     rows = []
     for name in list_quantizers():
         cls = get_quantizer_class(name)
-        kind = "explicit" if cls.explicit_codebook else "implicit"
-        rows.append([name, kind, _parameter_summary(cls), _first_doc_line(cls)])
+        rows.append([name, cls.codebook_kind(), _parameter_summary(cls), _first_doc_line(cls)])
     return tabulate(
         rows,
         headers=["name", "codebook", "parameters", "description"],

@@ -56,6 +56,7 @@ def evaluate_split(
         c.metrics,
         codebook_size=quantizer.codebook_size,
         code_groups=quantizer.code_groups(),
+        index_sizes=quantizer.index_sizes(),
         lpips_net=c.lpips_net,
         lpips_weights=c.lpips_weights,
         inception_weights=c.inception_weights,

@@ -27,6 +27,20 @@ from vqbench.distributed import all_reduce_sum, all_reduce_sum_differentiable
 _TINY = torch.finfo(torch.float32).tiny
 
 
+def check_power_of_two(size: int) -> int:
+    """`size` if it is a power of two in [2, 2^40] (sign-pattern codebooks), else ValueError
+    with the two nearest valid sizes (for a pydantic validator)."""
+    if size < 2 or size & (size - 1):
+        lower = 1 << (size.bit_length() - 1)
+        raise ValueError(
+            f"must be a power of two >= 2 (LFQ codes are sign patterns); "
+            f"use {max(lower, 2)} or {max(lower * 2, 2)}"
+        )
+    if size > 2**40:
+        raise ValueError("must be at most 2**40 codes")
+    return size
+
+
 def code_bits(bits: int, device: torch.device | None = None) -> torch.Tensor:
     """`(2^bits, bits)` float matrix of the binary digits of every index, MSB first."""
     index = torch.arange(2**bits, device=device).unsqueeze(1)

@@ -52,7 +52,8 @@ class QuantizerOutput:
 
     z_q: the quantized features, `(B, dim, H, W)` from `forward` (`(N, dim)` from
         `quantize_tokens`); its value is the code, its gradient reaches the input.
-    indices: int64 code indices, `(B, H, W)` (`(N,)` from `quantize_tokens`).
+    indices: int64 code indices, `(B, H, W)` (`(N,)` from `quantize_tokens`); a composite of D
+        stages or parts gives `(B, H, W, D)` (`(N, D)`), see `Quantizer.index_sizes`.
     loss: scalar, already weighted; zero where the quantizer has none.
     stats: detached scalars (e.g. the codebook and commitment terms) for logging.
     """
@@ -131,8 +132,13 @@ class Quantizer(nn.Module):
 
     @property
     def codebook_size(self) -> int:
-        """Number of distinct codes."""
+        """Number of distinct codes (for a composite, the product of `index_sizes()`)."""
         return int(self.params.codebook_size)
+
+    @classmethod
+    def codebook_kind(cls) -> str:
+        """How `vqbench list` describes the codebook: explicit, implicit (or composite)."""
+        return "explicit" if cls.explicit_codebook else "implicit"
 
     @property
     def dim(self) -> int:
@@ -164,13 +170,15 @@ class Quantizer(nn.Module):
             out = self.quantize_tokens(tokens)
         z_q = out.z_q.reshape(b, h, w, self.dim).permute(0, 3, 1, 2).to(z.dtype)
         stats = {k: v.detach() for k, v in out.stats.items()}
-        return QuantizerOutput(z_q, out.indices.reshape(b, h, w), out.loss, stats)
+        indices = out.indices.reshape(b, h, w, *out.indices.shape[1:])  # (B, H, W[, D])
+        return QuantizerOutput(z_q, indices, out.loss, stats)
 
     def decode_indices(self, indices: torch.Tensor) -> torch.Tensor:
-        """`(B, H, W)` indices to `(B, dim, H, W)` features; equals `forward(z).z_q` in value."""
-        b, h, w = indices.shape
+        """`(B, H, W)` indices (`(B, H, W, D)` for a composite) to `(B, dim, H, W)` features;
+        equals `forward(z).z_q` in value."""
+        b, h, w = indices.shape[:3]
         with torch.autocast(device_type=indices.device.type, enabled=False):
-            tokens = self.decode_tokens(indices.reshape(-1).long())
+            tokens = self.decode_tokens(indices.reshape(b * h * w, *indices.shape[3:]).long())
         return tokens.reshape(b, h, w, self.dim).permute(0, 3, 1, 2)
 
     # ---- capabilities (asked of the quantizer; the defaults say "cannot") ------------------

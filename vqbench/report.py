@@ -112,6 +112,7 @@ def metric_values(result: dict[str, Any]) -> dict[str, Any]:
         "psnr_batch": result.get("psnr_batch"),
         "ssim": result.get("ssim"),
         "perplexity": result.get("perplexity"),
+        "product_usage": result.get("product_usage"),
     }
 
 
@@ -148,6 +149,12 @@ class Row:
         return next(
             (r["independent_groups"] for r in self.results if "independent_groups" in r), None
         )
+
+    @property
+    def index_sizes(self) -> list[int] | None:
+        """The sizes of a composite's D indices (residual stages, product parts), else None."""
+        sizes = next((r["index_sizes"] for r in self.results if "index_sizes" in r), None)
+        return sizes if sizes and len(sizes) > 1 else None
 
     @property
     def estimator(self) -> str:
@@ -224,6 +231,32 @@ def _paper_value(row: dict[str, Any] | None, key: str) -> str | None:
     return f"{value:.1f}" if key == "usage" else f"{value:g}"
 
 
+def _size_cell(size: int | None, index_sizes: list[int] | None) -> str:
+    if not size:
+        return "-"
+    if index_sizes:  # a composite: the product, then its factors
+        return f"{size:,} ({' x '.join(f'{s:,}' for s in index_sizes)})"
+    return f"{size:,}"
+
+
+def composite_notes(rows: list[Row]) -> list[str]:
+    """What a composite row's Usage shows, and its product usage (from the JSON)."""
+    composites = [r for r in rows if r.index_sizes and r.results]
+    if not composites:
+        return []
+    products = "; ".join(
+        f"{r.label}: {_fmt(r.metrics.get('product_usage', {'mean': None}), 'usage')}"
+        for r in composites
+    )
+    return [
+        "† Composite quantizers (several indices per position: residual stages or product "
+        "parts): Codebook Size is the product of the index sizes in parentheses, and Usage is "
+        "the mean over the indices of each index's usage of its own codebook. The usage of "
+        "the product codebook (distinct index combinations / Codebook Size) is "
+        f"`product_usage` in the JSON, with `usage_per_index`: {products} (percent)."
+    ]
+
+
 def block_table(rows: list[Row]) -> str:
     with_estimator = any(r.params.get("estimator", "ste") != "ste" for r in rows)
     headers = ["Method", "Codebook Size", "Group"] + (["Estimator"] if with_estimator else [])
@@ -233,12 +266,14 @@ def block_table(rows: list[Row]) -> str:
         size, groups = row.codebook_size, row.groups
         cells = [
             row.label,
-            f"{size:,}" if size else "-",
+            _size_cell(size, row.index_sizes),
             groups if groups is not None else "-",
         ] + ([row.estimator] if with_estimator else [])
         for key, _, paper_key in COLUMNS:
             summary = row.metrics.get(key, {"mean": None})
             cell = _fmt(summary, key) if row.results else "not run"
+            if key == "usage" and row.index_sizes and row.results:
+                cell += " †"  # per-index mean; see composite_notes
             paper = _paper_value(row.paper, paper_key) if paper_key else None
             cells.append(f"{cell} ({paper})" if paper is not None else cell)
         lines.append(cells)
@@ -341,9 +376,9 @@ def notes_of(suite: Suite, rows: list[Row]) -> list[str]:
         + [ranking_note(suite)]
         + recipe_notes(suite)
         + PROTOCOL_NOTES
+        + composite_notes(rows)
         + unavailable
     )
-
 
 def render_markdown(
     suite: Suite, rows: list[Row], runs_dir: Path, figures: list[tuple[str, str]]

@@ -337,7 +337,8 @@ def _train(config, plan, run, world, resuming, perceptual, log, show_progress) -
     disc = distributed.wrap(state.discriminator, world) if state.discriminator else None
     if c.compile:
         trained = torch.compile(trained)
-    usage = CodebookUsage(state.model.quantizer.codebook_size).to(dev)
+    q = state.model.quantizer  # per-epoch usage (per index for a composite)
+    usage = CodebookUsage(q.codebook_size, index_sizes=q.index_sizes(), product=False).to(dev)
     meter = StepMeter(dev)
 
     def save() -> None:

@@ -76,7 +76,7 @@ def test_bad_estimator_parameters_and_names():
     with pytest.raises(
         VQBenchError,
         match="unknown estimator 'rotatoin'; did you mean "
-        "'rotation'\\? registered: radius, rotation, ste",
+        "'rotation'\\? registered: diveq, radius, rotation, ste",
     ):
         create_estimator("rotatoin")
     with pytest.raises(

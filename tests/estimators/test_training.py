@@ -16,6 +16,7 @@ ESTIMATORS = {
     "radius-constant": ("radius", {"radius": "constant", "scale": 0.5, "detach_radius": False}),
     "radius-power": ("radius", {"radius": "power", "power": 0.5, "detach_radius": False}),
     "radius-differentiable": ("radius", {"detach_radius": False}),
+    "diveq": ("diveq", {}),
 }
 
 

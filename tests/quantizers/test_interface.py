@@ -10,6 +10,8 @@ from tests.helpers import SMALL_CONFIGS, assert_nearest
 from vqbench import create_quantizer
 
 NAMES = sorted(SMALL_CONFIGS)
+#: Explicit codebooks searched by nearest code (IBQ picks by dot product: see test_ibq.py).
+NEAREST = sorted(n for n in NAMES if n not in ("fsq", "lfq", "bsq", "ibq", "residual", "product"))
 
 
 def build(name):
@@ -34,11 +36,15 @@ def test_shapes_dtypes_and_codebook_size(name):
     q = build(name)
     expected_size = math.prod([5, 4, 3]) if name == "fsq" else 64
     assert q.codebook_size == expected_size and q.dim == 16
+    sizes = q.index_sizes()
+    assert math.prod(sizes) == q.codebook_size
     out = q(torch.randn(2, 16, 5, 3))
     assert out.z_q.shape == (2, 16, 5, 3)
-    assert out.indices.shape == (2, 5, 3) and out.indices.dtype == torch.int64
+    components = () if len(sizes) == 1 else (len(sizes),)  # composites: (B, H, W, D)
+    assert out.indices.shape == (2, 5, 3, *components) and out.indices.dtype == torch.int64
     assert out.loss.ndim == 0 and torch.isfinite(out.loss)
-    assert int(out.indices.min()) >= 0 and int(out.indices.max()) < q.codebook_size
+    columns = out.indices.reshape(-1, len(sizes))
+    assert int(columns.min()) >= 0 and (columns.max(0).values < torch.tensor(sizes)).all()
     assert all(not v.requires_grad for v in out.stats.values())
     codes = q.codebook()
     assert (codes is None) == (not q.explicit_codebook)
@@ -65,7 +71,7 @@ def test_decode_indices_round_trips(name):
     torch.testing.assert_close(q.decode_indices(out.indices), out.z_q, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", sorted(n for n in NAMES if n not in ("fsq", "lfq")))
+@pytest.mark.parametrize("name", NEAREST)
 def test_indices_are_nearest_codes(name):
     q = build(name).eval()
     z = torch.randn(4, 16, 8, 8)
@@ -78,7 +84,9 @@ def test_indices_are_nearest_codes(name):
 def test_float32_under_bf16_autocast(name):
     # Many codes, so that a bf16 distance (8-bit mantissa) would pick other codes than float32.
     params = dict(SMALL_CONFIGS[name])
-    if name not in ("fsq", "lfq"):
+    if "quantizer_params" in params:  # a composite: 64 x 64 codes
+        params["quantizer_params"] = {**params["quantizer_params"], "codebook_size": 64}
+    elif name not in ("fsq", "lfq", "bsq"):
         params["codebook_size"] = 4096
     q = create_quantizer(name, **params).eval()
     z = torch.randn(4, 16, 16, 16).bfloat16()

@@ -23,6 +23,7 @@ def build_metrics(
     *,
     codebook_size: int,
     code_groups: torch.Tensor | None = None,
+    index_sizes: list[int] | None = None,
     lpips_net: str = "vgg",
     lpips_weights: str | None = None,
     inception_weights: str | None = None,
@@ -30,10 +31,10 @@ def build_metrics(
     paper_batch: int = 64,
     device: torch.device | str = "cpu",
 ) -> list[Metric]:
-    """Usage (always) and the metrics `names` asks for, in a fixed order (usage, image
-    quality, LPIPS, FID)."""
+    """Usage (always; per index and as the product for a composite's `index_sizes`) and the
+    metrics `names` asks for, in a fixed order (usage, image quality, LPIPS, FID)."""
     wanted = set(names)
-    metrics: list[Metric] = [CodebookUsage(codebook_size, code_groups).to(device)]
+    metrics: list[Metric] = [CodebookUsage(codebook_size, code_groups, index_sizes).to(device)]
     if {"psnr", "ssim"} & wanted:
         metrics.append(ImageQuality(paper_batch))
     if "lpips" in wanted:

@@ -1,0 +1,244 @@
+"""Composites built from the registry: residual (RQ) and product (PQ) quantization.
+
+Any registered quantizer composes, itself a composite included: `quantizer: NAME` and
+`quantizer_params: {...}` build each stage or part through the registry (its `dim` is set by
+the composite), `shared: true` uses one quantizer (one codebook) for every stage or part.
+Indices are `(B, H, W, D)` with one column per stage or part (more when the inner quantizer
+is itself a composite); `index_sizes()` lists their sizes and `codebook_size` is their
+product, the number of distinct composite codes.
+
+* `residual` (RQ; Zeghidour et al. 2021 SoundStream Alg. 1, Lee et al. 2022 RQ-VAE; as
+  vector-quantize-pytorch's `ResidualVQ`): stage i quantizes the residual
+  `r_i = r_{i-1} - sg(zq_{i-1})`, `r_1 = z`, and the output is `sum_i zq_i`. Each stage keeps
+  its own estimator, so with `gradient: sum` (the library's) the input receives the sum of the
+  stages' gradients (D times the decoder's gradient under the straight-through estimator);
+  `gradient: straight_through` (RQ-VAE) puts one `z + sg(sum - z)` around the stack instead,
+  so decoder gradients reach neither the stages' estimators nor their output projections.
+  The loss is the sum of the stages' losses (the library's examples sum them).
+* `product` (PQ; Jegou et al. 2011; vqtorch's `GroupVectorQuant`, the library's
+  `GroupedResidualVQ` with one quantizer per group): the channels are split into `parts`
+  contiguous parts of `dim / parts`, each quantized on its own; the loss is the mean of the
+  parts' losses (for squared-error losses: the loss over the whole vector, as vqtorch).
+
+Stats are reduced like the losses. `after_optimizer_step` and `init_from_data` reach every
+inner quantizer (the images are replayed to each, so a composite of data-initialised
+quantizers holds them in memory). Not offered: the library's quantize dropout (its dropped
+stages emit index -1), beam search and implicit neural codebooks.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any, ClassVar, Literal
+
+import pydantic
+import torch
+from torch import nn
+
+from vqbench.errors import VQBenchError
+from vqbench.quantizer import (
+    Quantizer,
+    QuantizerOutput,
+    QuantizerParams,
+    create_quantizer,
+    get_quantizer_class,
+    register_quantizer,
+)
+
+
+class CompositeParams(QuantizerParams):
+    dim: pydantic.PositiveInt = 128
+    quantizer: str = "vanilla"
+    quantizer_params: dict[str, Any] = {"codebook_size": 256}
+    shared: bool = False
+
+    @pydantic.field_validator("quantizer")
+    @classmethod
+    def _registered(cls, name: str) -> str:
+        get_quantizer_class(name)  # unknown names fail with a suggestion
+        return name
+
+    def components(self) -> int:  # pragma: no cover - each composite says
+        raise NotImplementedError
+
+    def inner_dim(self) -> int:
+        return self.dim
+
+    def inner_params(self) -> QuantizerParams:
+        """The inner quantizer's validated parameters (nothing is allocated)."""
+        if "dim" in self.quantizer_params:
+            raise ValueError(
+                "quantizer_params: 'dim' is set by the composite (its dim, split over the "
+                "parts of a product); remove it"
+            )
+        params = {**self.quantizer_params, "dim": self.inner_dim()}
+        try:
+            return get_quantizer_class(self.quantizer).check_params(**params)
+        except VQBenchError as err:
+            raise ValueError(f"quantizer_params: {err}") from None
+
+    @pydantic.model_validator(mode="after")
+    def _inner_is_valid(self) -> CompositeParams:
+        self.inner_params()
+        return self
+
+    def lookup_bytes(self) -> int:
+        copies = 1 if self.shared else self.components()
+        return copies * self.inner_params().lookup_bytes()
+
+
+class CompositeQuantizer(Quantizer):
+    """Shared machinery of the composites: inner quantizers, index columns, upkeep."""
+
+    explicit_codebook: ClassVar[bool] = False
+    Params: ClassVar[type[QuantizerParams]] = CompositeParams
+    #: How the components' losses and stats combine: "sum" or "mean".
+    loss_reduction: ClassVar[str] = "sum"
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        p = self.params
+        copies = 1 if p.shared else p.components()
+        self.quantizers = nn.ModuleList(
+            create_quantizer(p.quantizer, **p.quantizer_params, dim=p.inner_dim())
+            for _ in range(copies)
+        )
+        self.initialises_from_data = any(q.initialises_from_data for q in self.quantizers)
+
+    @classmethod
+    def codebook_kind(cls) -> str:
+        return "composite"
+
+    @classmethod
+    def _check_estimator_supported(cls, p: QuantizerParams) -> None:
+        if p.estimator != "ste" or p.estimator_params:
+            raise VQBenchError(
+                f"{cls.name}.estimator: a composite has no estimator of its own; set it in "
+                f"quantizer_params (e.g. quantizer_params: {{estimator: rotation}})"
+            )
+
+    def component(self, i: int) -> Quantizer:
+        return self.quantizers[0 if self.params.shared else i]
+
+    def index_sizes(self) -> list[int]:
+        return [
+            size
+            for i in range(self.params.components())
+            for size in self.component(i).index_sizes()
+        ]
+
+    @property
+    def codebook_size(self) -> int:
+        return math.prod(self.index_sizes())
+
+    def index_columns(self, indices: torch.Tensor) -> list[torch.Tensor]:
+        """The `(N, D)` indices split per component (`(N,)` for a one-index component)."""
+        widths = [len(self.component(i).index_sizes()) for i in range(self.params.components())]
+        columns = indices.split(widths, dim=1)
+        return [c.squeeze(1) if c.shape[1] == 1 else c for c in columns]
+
+    def combine(self, outputs: list[QuantizerOutput]) -> tuple[torch.Tensor, dict]:
+        """The components' losses and stats, summed or averaged (`loss_reduction`)."""
+        scale = 1.0 if self.loss_reduction == "sum" else 1.0 / len(outputs)
+        loss = sum(out.loss for out in outputs) * scale
+        stats: dict[str, torch.Tensor] = {}
+        for out in outputs:
+            for key, value in out.stats.items():
+                stats[key] = stats.get(key, 0.0) + value * scale
+        return loss, stats
+
+    def stacked_indices(self, outputs: list[QuantizerOutput]) -> torch.Tensor:
+        return torch.cat([out.indices.reshape(out.indices.shape[0], -1) for out in outputs], 1)
+
+    def independent_groups(self) -> int:
+        return sum(q.independent_groups() for q in self.quantizers)
+
+    def after_optimizer_step(self) -> None:
+        for q in self.quantizers:
+            q.after_optimizer_step()
+
+    def init_from_data(self, batches: Iterable[torch.Tensor]) -> dict[str, Any] | None:
+        seen: list[torch.Tensor] = []
+
+        def replay():
+            yield from seen
+            for batch in batches:
+                seen.append(batch)
+                yield batch
+
+        infos = [q.init_from_data(replay()) for q in self.quantizers if q.initialises_from_data]
+        return {"components": infos} if infos else None
+
+
+class ResidualParams(CompositeParams):
+    stages: pydantic.PositiveInt = 2
+    gradient: Literal["sum", "straight_through"] = "sum"
+
+    def components(self) -> int:
+        return self.stages
+
+
+@register_quantizer("residual")
+class ResidualQuantizer(CompositeQuantizer):
+    """Residual quantization: each stage quantizes what the previous stages left."""
+
+    Params = ResidualParams
+    loss_reduction = "sum"
+
+    def quantize_tokens(self, z: torch.Tensor) -> QuantizerOutput:
+        residual, total, outputs = z, torch.zeros_like(z), []
+        for i in range(self.params.stages):
+            out = self.component(i).quantize_tokens(residual)
+            outputs.append(out)
+            total = total + out.z_q
+            residual = residual - out.z_q.detach()
+        if self.params.gradient == "straight_through":
+            total = z + (total - z).detach()
+        loss, stats = self.combine(outputs)
+        return QuantizerOutput(total, self.stacked_indices(outputs), loss, stats)
+
+    def decode_tokens(self, indices: torch.Tensor) -> torch.Tensor:
+        columns = self.index_columns(indices)
+        total = self.component(0).decode_tokens(columns[0])
+        for i in range(1, len(columns)):
+            total = total + self.component(i).decode_tokens(columns[i])
+        return total
+
+
+class ProductParams(CompositeParams):
+    parts: pydantic.PositiveInt = 2
+
+    def components(self) -> int:
+        return self.parts
+
+    def inner_dim(self) -> int:
+        return self.dim // self.parts
+
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def _parts_divide_dim(cls, values: Any) -> Any:
+        if isinstance(values, dict):
+            dim, parts = values.get("dim", 128), values.get("parts", 2)
+            if isinstance(dim, int) and isinstance(parts, int) and parts > 0 and dim % parts:
+                raise ValueError(f"parts={parts} does not divide dim={dim}; use a divisor of {dim}")
+        return values
+
+
+@register_quantizer("product")
+class ProductQuantizer(CompositeQuantizer):
+    """Product quantization: the channels split into parts, each quantized on its own."""
+
+    Params = ProductParams
+    loss_reduction = "mean"
+
+    def quantize_tokens(self, z: torch.Tensor) -> QuantizerOutput:
+        pieces = z.split(self.params.inner_dim(), dim=1)
+        outputs = [self.component(i).quantize_tokens(x) for i, x in enumerate(pieces)]
+        loss, stats = self.combine(outputs)
+        z_q = torch.cat([out.z_q for out in outputs], dim=1)
+        return QuantizerOutput(z_q, self.stacked_indices(outputs), loss, stats)
+
+    def decode_tokens(self, indices: torch.Tensor) -> torch.Tensor:
+        columns = self.index_columns(indices)
+        return torch.cat([self.component(i).decode_tokens(c) for i, c in enumerate(columns)], 1)

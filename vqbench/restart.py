@@ -1,0 +1,109 @@
+"""Dead-code restart: codes left unused are replaced by tokens of the current batch.
+
+One implementation for every free codebook (`vanilla`, `ema`, `fc`). A code is *dead* when no
+token of the global batch (every micro-batch and process) chose it for `restart_after`
+optimiser steps in a row (vqtorch's `ReplaceLRU`, Huh et al. 2023, counts forward passes
+instead), or, for an EMA codebook, when its moving-average count falls below a threshold
+(vector-quantize-pytorch's `threshold_ema_dead_code`). Dead codes take random tokens of the
+step's last micro-batch, in the quantizer's lookup space, drawn without replacement when there
+are enough (as vector-quantize-pytorch's `sample_vectors`; vqtorch's noise is not added).
+
+The check runs in `after_optimizer_step`, once per optimiser step: usage counts are summed
+across processes, so every process finds the same dead codes; rank 0 draws the tokens and
+broadcasts them, so every process keeps the same codebook. Draws come from a generator seeded
+by `restart_seed` and the step count, so a resumed run restarts the same codes with the same
+tokens. The optimiser's moments of a restarted code are left as they are (the quantizer cannot
+see the optimiser; vector-quantize-pytorch does the same). One host synchronisation per step
+(the number of dead codes), only when restart is on.
+"""
+
+from __future__ import annotations
+
+import pydantic
+import torch
+from torch import nn
+
+from vqbench.distributed import all_reduce_sum, broadcast, is_main_process
+from vqbench.params import PluginParams
+
+
+class RestartParams(PluginParams):
+    """The restart option of a free codebook (mixed into its parameters)."""
+
+    restart_after: pydantic.NonNegativeInt = pydantic.Field(
+        0, description="optimiser steps a code may go unused before it restarts (0: never)"
+    )
+    restart_seed: pydantic.NonNegativeInt = 0
+
+
+class DeadCodeRestart(nn.Module):
+    """Tracks which codes the global batch uses and picks the tokens that restart dead ones.
+
+    The quantizer calls `record(indices, tokens)` on every training forward and
+    `after_step()` once per optimiser step, then writes the returned tokens into its codebook.
+    """
+
+    def __init__(self, codebook_size: int, restart_after: int, seed: int = 0) -> None:
+        super().__init__()
+        self.restart_after, self.seed = restart_after, seed
+        self.register_buffer("idle_steps", torch.zeros(codebook_size, dtype=torch.long))
+        self.register_buffer("steps", torch.zeros((), dtype=torch.long))
+        self.register_buffer("restarted", torch.zeros((), dtype=torch.long))  # codes, in all
+        self._counts: torch.Tensor | None = None
+        self._tokens: torch.Tensor | None = None
+
+    @torch.no_grad()
+    def record(self, indices: torch.Tensor, tokens: torch.Tensor) -> None:
+        """One micro-batch: the codes its tokens chose and the tokens (lookup space, `(N, d)`)."""
+        if self._counts is None:
+            self._counts = torch.zeros_like(self.idle_steps)
+        self._counts.index_add_(0, indices.reshape(-1), torch.ones_like(indices.reshape(-1)))
+        self._tokens = tokens.detach()
+
+    @torch.no_grad()
+    def after_step(
+        self, also_dead: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """End of an optimiser step: `(dead, tokens)`, a `(K,)` mask and one token per dead
+        code, identical on every process, or None when no code restarts (or nothing was
+        recorded). `also_dead` adds codes found dead by another rule (an EMA threshold)."""
+        if self._counts is None:
+            return None
+        counts, tokens = self._counts, self._tokens
+        self._counts = self._tokens = None
+        all_reduce_sum(counts)
+        self.steps += 1
+        self.idle_steps.add_(1).masked_fill_(counts > 0, 0)
+        dead = torch.zeros_like(counts, dtype=torch.bool)
+        if self.restart_after > 0:
+            dead |= self.idle_steps >= self.restart_after
+        if also_dead is not None:
+            dead |= also_dead
+        count = int(dead.sum())
+        if count == 0:
+            return None
+        self.idle_steps.masked_fill_(dead, 0)
+        self.restarted += count
+        return dead, self.draw(tokens, count)
+
+    def draw(self, tokens: torch.Tensor, count: int) -> torch.Tensor:
+        """`count` of rank 0's tokens (without replacement when it has enough), broadcast."""
+        samples = torch.empty(count, tokens.shape[1], dtype=tokens.dtype, device=tokens.device)
+        if is_main_process():
+            generator = torch.Generator(device=tokens.device)
+            generator.manual_seed(self.seed * 1_000_003 + int(self.steps))
+            n = tokens.shape[0]
+            if n >= count:
+                pick = torch.randperm(n, generator=generator, device=tokens.device)[:count]
+            else:
+                pick = torch.randint(n, (count,), generator=generator, device=tokens.device)
+            samples.copy_(tokens[pick])
+        broadcast(samples, src=0)
+        return samples
+
+
+def build_restart(params: RestartParams, codebook_size: int, *, always: bool = False):
+    """A `DeadCodeRestart` when the parameters turn restart on (or `always`), else None."""
+    if params.restart_after == 0 and not always:
+        return None
+    return DeadCodeRestart(codebook_size, params.restart_after, params.restart_seed)
