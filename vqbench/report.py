@@ -380,6 +380,7 @@ def notes_of(suite: Suite, rows: list[Row]) -> list[str]:
         + unavailable
     )
 
+
 def render_markdown(
     suite: Suite, rows: list[Row], runs_dir: Path, figures: list[tuple[str, str]]
 ) -> str:
