@@ -17,10 +17,19 @@ from tests.engine_helpers import small_config, write_config
 from tests.metrics.test_pretrained_metrics import Uint8Images, random_inception_weights
 from vqbench.build import load_trained
 from vqbench.cli import main
-from vqbench.data import build_split
+from vqbench.data import EmbeddedPhotos, build_split, to_uint8
 from vqbench.distributed import World
 from vqbench.pretrained import INCEPTION_FILE
-from vqbench.probe import ProbeConfig, SampleFID, build_prior, decode, prepare, sample_and_measure
+from vqbench.probe import (
+    ProbeConfig,
+    SampleFID,
+    TokenSet,
+    build_prior,
+    class_indices,
+    decode,
+    prepare,
+    sample_and_measure,
+)
 
 #: A prior small enough for a test: one layer, a handful of steps and samples.
 TINY_PROBE = {
@@ -186,6 +195,54 @@ def test_a_composite_quantizer_is_probed_through_its_index_sizes(tmp_path, monke
     assert result["index_sizes"] == [6, 6] and result["digits"] == [3, 2, 3, 2]
     assert result["uniform_bits_per_token"] == pytest.approx(2 * math.log2(6))
     assert len(result["seeds"][0]["sample_usage_per_component"]) == 2
+
+
+def image_folders(root, classes: dict[str, int], seed: int):
+    """`root/<class>/<i>.png`: crops of the embedded photos, `n` per class."""
+    from PIL import Image
+
+    photos = EmbeddedPhotos(32, train=True, size=sum(classes.values()), seed=seed)
+    i = 0
+    for name, n in classes.items():
+        (root / name).mkdir(parents=True)
+        for k in range(n):
+            image = to_uint8(photos[i]).permute(1, 2, 0).numpy()
+            Image.fromarray(image).save(root / name / f"{k}.png")
+            i += 1
+    return str(root)
+
+
+def test_class_subfolders_give_a_class_conditional_prior(tmp_path):
+    data = {
+        "kind": "imagefolder",
+        "root": image_folders(tmp_path / "train", {"cats": 6, "dogs": 6}, 0),
+        "val_root": image_folders(tmp_path / "val", {"cats": 2, "dogs": 2}, 1),
+        "resolution": 32,
+    }
+    config = probe_config(small_config("vanilla", steps=2))
+    config["data"] = data
+    path = write_config(tmp_path / "run.yaml", config)
+    assert main(["train", str(path), "--out", str(tmp_path / "run")]) == 0
+    settings = tmp_path / "probe.yaml"
+    settings.write_text(yaml.safe_dump({**TINY_PROBE, "seeds": [0]}))
+    assert main(["probe", str(tmp_path / "run"), "--config", str(settings)]) == 0
+    result = read(tmp_path / "run" / "probe.json")
+    assert result["conditioning"] == "class-conditional (2 classes)"
+    assert result["train_images"] == 12 and result["val_images"] == 4
+
+
+def test_which_labels_make_a_prior_conditional():
+    def tokens(labels):
+        return TokenSet(torch.zeros(len(labels or "ab"), 4, 1, dtype=torch.int32), (2, 2), labels)
+
+    train, val = tokens(["a", "b", "a"]), tokens(["b", "a"])
+    train_ids, val_ids, why = class_indices(train, val, True)
+    assert train_ids.tolist() == [0, 1, 0] and val_ids.tolist() == [1, 0]
+    assert why == "class-conditional (2 classes)"
+    assert class_indices(train, val, False)[2] == "unconditional (probe.class_conditional is off)"
+    assert class_indices(train, tokens(["c", "a"]), True)[0] is None  # an unseen class
+    assert class_indices(tokens(["a", "a"]), tokens(["a"]), True)[2].endswith("(one class folder)")
+    assert class_indices(tokens(None), val, True)[2].endswith("(the data has no class labels)")
 
 
 def test_gfid_equals_torch_fidelity_on_the_same_samples(trained_run, tmp_path, monkeypatch):
