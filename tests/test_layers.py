@@ -27,6 +27,8 @@ LAYERS = [
     ["build"],
     ["evaluate"],
     ["train"],
+    ["prior"],
+    ["probe"],
     ["suite"],
     ["report"],
     ["plots"],
@@ -109,7 +111,7 @@ def test_no_quantizer_name_in_the_engine_and_reports():
     """What a quantizer can do is asked of it, never guessed from its name."""
     names = "vanilla|ema|fc|fsq|lfq|vqgan_lc|simvq|group_vq"
     pattern = re.compile(rf"(?<![A-Za-z0-9_])({names})(?![A-Za-z0-9_])")
-    for module in ("report", "plots", "evaluate", "train", "runner"):
+    for module in ("report", "plots", "evaluate", "train", "runner", "prior", "probe"):
         tree = ast.parse((ROOT / "vqbench" / f"{module}.py").read_text())
         for node in ast.walk(tree):
             if isinstance(node, ast.Constant) and isinstance(node.value, str):

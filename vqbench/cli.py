@@ -1,4 +1,4 @@
-"""Command line: `vqbench [--plugin MODULE]... {list,run,train,eval}`."""
+"""Command line: `vqbench [--plugin MODULE]... {list,run,report,train,eval,probe}`."""
 
 from __future__ import annotations
 
@@ -118,6 +118,41 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_probe(args: argparse.Namespace) -> int:
+    from vqbench.build import find_run
+    from vqbench.config import read_yaml
+    from vqbench.probe import default_probe_config, parse_probe_config, probe_run
+
+    run, _ = find_run(args.run)
+    if args.config:
+        probe, source = parse_probe_config(read_yaml(args.config), args.config), args.config
+    else:
+        probe, source = default_probe_config(run)
+    changes = {k: getattr(args, k) for k in ("seeds", "steps", "samples")}
+    changes = {k: v for k, v in changes.items() if v is not None}
+    if changes:
+        probe = parse_probe_config({**probe.model_dump(), **changes}, "command line")
+    if distributed.is_main_process():
+        print(f"probe settings from {source}: {probe.describe()}")
+    try:
+        out, results = probe_run(run.path, probe, device=args.device, force=args.force)
+    finally:
+        distributed.teardown()
+    if distributed.is_main_process():
+        print_probe(str(out), results)
+    return 0
+
+
+def print_probe(title: str, results: dict) -> None:
+    keys = ("bits_per_token", "bits_per_image", "gfid", "sample_usage", "train_bits_per_token")
+    rows = [
+        [r["seed"]] + [f"{r[k]:.4f}" if isinstance(r[k], float) else r[k] for k in keys]
+        for r in results.get("seeds", [])
+    ]
+    print(title)
+    print(tabulate(rows, headers=["seed", *keys], tablefmt="github"))
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from vqbench.runner import describe, run_suite
     from vqbench.suite import load_suite
@@ -144,6 +179,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                 tablefmt="github",
             )
         )
+        if suite.probe is not None:
+            print(f"then a probe of every run: {suite.probe.describe()}")
         return 0
     try:
         run_suite(
@@ -233,6 +270,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=1, help="seed of the codes drawn")
     p.add_argument("--device")
     p.set_defaults(func=cmd_eval)
+    p = sub.add_parser(
+        "probe",
+        help="train a small autoregressive prior on a run's tokens; bits/token, gFID",
+    )
+    p.add_argument("run", help="run directory (or checkpoint folder)")
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        help="probe settings (YAML; a suite file's probe: section works); default: the run's "
+        "suite's probe: section, else the defaults",
+    )
+    p.add_argument("--seeds", type=int, nargs="+", metavar="S", help="seeds of the prior")
+    p.add_argument("--steps", type=int, metavar="N", help="training steps of the prior")
+    p.add_argument("--samples", type=int, metavar="N", help="sampled token grids (gFID)")
+    p.add_argument("--device")
+    p.add_argument("--force", action="store_true", help="redo seeds that finished earlier")
+    p.set_defaults(func=cmd_probe)
     return parser
 
 

@@ -3,9 +3,10 @@
 Fig. 2/8: codebook usage per epoch, per method. Fig. 4: metrics against codebook size after
 resampling or self-extension. Fig. 5: per-group code-norm mean/std and usage. Fig. 6/7/9:
 cosine similarity of codes sampled per group, 2-D PCA of codes per group and of the biases.
-Fig. 10: originals and reconstructions per method. Every figure is drawn from the report's
-`Row`s and what the trained quantizers say of themselves (their group layout), and written
-atomically.
+Fig. 10: originals and reconstructions per method. Probe: decoded samples of the downstream
+probe's prior per method (`probe-samples.png` of each run's first seed). Every figure is
+drawn from the report's `Row`s and what the trained quantizers say of themselves (their
+group layout), and written atomically.
 """
 
 from __future__ import annotations
@@ -181,6 +182,26 @@ def reconstruction_strip(suite: Suite, rows: list[Row], out: Path, n: int = 6) -
     return save_figure(fig, out, 110)
 
 
+def probe_samples(rows: list[Row], out: Path) -> Path | None:
+    """The downstream probe's decoded samples, one strip per method (the runs' first seed)."""
+    shown = []
+    for row in rows:
+        if row.operation is None and row.probes and row.run_dirs:
+            path = RunDir(row.run_dirs[0]).probe_samples_file
+            if path.is_file():
+                shown.append((row.label, plt.imread(path)))
+    if not shown:
+        return None
+    fig, axes = plt.subplots(len(shown), 1, figsize=(8, 1.3 * len(shown)), squeeze=False)
+    for ax, (label, image) in zip(axes[:, 0], shown):
+        ax.imshow(image)
+        ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle("Samples of the probe's prior, decoded by each tokenizer", fontsize=9)
+    return save_figure(fig, out, 110)
+
+
 def write_all(suite: Suite, rows: list[Row], out_dir: Path) -> list[tuple[str, Path]]:
     name = suite.name
     figures = []
@@ -194,6 +215,7 @@ def write_all(suite: Suite, rows: list[Row], out_dir: Path) -> list[tuple[str, P
             "Reconstructions",
             reconstruction_strip(suite, rows, out_dir / f"{name}-reconstructions.png"),
         ),
+        ("Probe samples", probe_samples(rows, out_dir / f"{name}-probe-samples.png")),
     ]:
         if path is not None:
             figures.append((title, path))

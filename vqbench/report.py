@@ -1,7 +1,8 @@
 """Reports: typed rows collected from finished runs, rendered as markdown and JSON.
 
 `collect` reads each run's `eval*.json` and turns a suite into `Row`s (one per run or
-post-training operation, seeds merged into mean +- std); `render_markdown` and `render_json`
+post-training operation, seeds merged into mean +- std; `probe.json`, the downstream probe, adds
+its columns); `render_markdown` and `render_json`
 write them with the paper's numbers beside ours where the suite mirrors a paper table. What a
 quantizer is (its codebook size, how many independent groups it has) comes from its own
 evaluation results, never from its name. Figures are `vqbench.plots`' job.
@@ -36,6 +37,15 @@ COLUMNS = [
     ("ssim", "SSIM", "ssim"),
     ("psnr", "PSNR per image", None),
 ]
+#: The downstream probe's columns (`vqbench.probe`), shown when a row has a probe.
+PROBE_COLUMNS = [
+    ("bits_per_token", "Bits/token"),
+    ("bits_per_image", "Bits/image"),
+    ("gfid", "gFID"),
+    ("sample_usage", "Sample usage"),
+]
+PERCENT_KEYS = {"usage", "sample_usage"}
+DIGITS = {"ssim": 4, "bits_per_token": 3, "bits_per_image": 1}
 
 FID_NOTES = {
     "torch-fidelity": "rFID: torch-fidelity (uint8 images at the training resolution, its "
@@ -53,6 +63,17 @@ PROTOCOL_NOTES = [
     "SSIM is the paper's: scikit-image's defaults (7x7 uniform window) per image on SimVQ's "
     "truncated images, averaged per batch of 64 and then over batches.",
     "Usage is codes hit at least once over the whole validation split / codebook size.",
+]
+
+PROBE_NOTES = [
+    "Probe: the same small causal transformer (GPT-2 from a config) is trained on every run's "
+    "training tokens (raster order) with identical settings, then scored on the validation "
+    "tokens. Bits/token is the validation negative log-likelihood per token position in bits "
+    "(every stage or digit of a position together); Bits/image is its sum over an image's "
+    "positions, the number comparable across codebook sizes and token counts (lower is easier "
+    "to model). gFID is the FID of decoded samples of the prior against the validation images; "
+    "Sample usage is the share of the codebook the sampled tokens use. Mean ± std over the "
+    "prior's seeds (and the suite's seeds, where there are several).",
 ]
 
 
@@ -137,6 +158,7 @@ class Row:
     seeds: list[int] = field(default_factory=list)
     run_dirs: list[str] = field(default_factory=list)
     results: list[dict[str, Any]] = field(default_factory=list)
+    probes: list[dict[str, Any]] = field(default_factory=list)  # probe.json of each seed
     metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
@@ -165,11 +187,17 @@ class Row:
         for result in self.results:
             for k, v in metric_values(result).items():
                 per_metric.setdefault(k, []).append(v)
+        for probe in self.probes:
+            for seed in probe.get("seeds", []):
+                for k, _ in PROBE_COLUMNS:
+                    per_metric.setdefault(k, []).append(seed.get(k))
         self.metrics = {k: summarise(v) for k, v in per_metric.items()}
 
     def to_json(self) -> dict[str, Any]:
-        data = {k: v for k, v in asdict(self).items() if k != "results"}
+        data = {k: v for k, v in asdict(self).items() if k not in ("results", "probes")}
         data.update(codebook_size=self.codebook_size, groups=self.groups, raw=self.results)
+        if self.probes:
+            data["probe_raw"] = self.probes
         return data
 
 
@@ -208,6 +236,9 @@ def collect(suite: Suite, runs_dir: Path) -> list[Row]:
             result = read_json(path)
             if result:
                 row.results.append(result)
+            probe = read_json(folder.probe_file) if op is None else None
+            if probe:
+                row.probes.append(probe)
     for row in rows.values():
         row.summarise()
     return list(rows.values())
@@ -217,7 +248,7 @@ def collect(suite: Suite, runs_dir: Path) -> list[Row]:
 def _fmt(summary: dict[str, Any], key: str) -> str:
     if summary["mean"] is None:
         return "n/a"
-    scale, digits = (100.0, 1) if key == "usage" else (1.0, 4 if key == "ssim" else 2)
+    scale, digits = (100.0, 1) if key in PERCENT_KEYS else (1.0, DIGITS.get(key, 2))
     text = f"{summary['mean'] * scale:.{digits}f}"
     if summary["n"] > 1:
         text += f" ± {summary['std'] * scale:.{digits}f}"
@@ -261,6 +292,8 @@ def block_table(rows: list[Row]) -> str:
     with_estimator = any(r.params.get("estimator", "ste") != "ste" for r in rows)
     headers = ["Method", "Codebook Size", "Group"] + (["Estimator"] if with_estimator else [])
     headers += [title for _, title, _ in COLUMNS]
+    probed = any(r.probes for r in rows)
+    headers += [title for _, title in PROBE_COLUMNS] if probed else []
     lines = []
     for row in rows:
         size, groups = row.codebook_size, row.groups
@@ -276,6 +309,11 @@ def block_table(rows: list[Row]) -> str:
                 cell += " †"  # per-index mean; see composite_notes
             paper = _paper_value(row.paper, paper_key) if paper_key else None
             cells.append(f"{cell} ({paper})" if paper is not None else cell)
+        if probed:
+            cells += [
+                _fmt(row.metrics.get(key, {"mean": None}), key) if row.probes else "-"
+                for key, _ in PROBE_COLUMNS
+            ]
         lines.append(cells)
     return tabulate(lines, headers=headers, tablefmt="github", disable_numparse=True)
 
@@ -312,7 +350,7 @@ def settings_summary(suite: Suite) -> list[str]:
         f"- Optimiser: Adam lr {c.optim.lr}, betas {tuple(c.optim.betas)}; global batch "
         f"{c.train.batch_size}; {budget}; model EMA {c.train.ema_decay}",
         f"- Seeds: {sorted({r.seed for r in suite.runs})}",
-    ]
+    ] + ([f"- Probe: {suite.probe.describe()}"] if suite.probe is not None else [])
 
 
 def environment_line(runs_dir: Path) -> str:
@@ -371,12 +409,14 @@ def recipe_notes(suite: Suite) -> list[str]:
 
 def notes_of(suite: Suite, rows: list[Row]) -> list[str]:
     unavailable = [f"Unavailable — {note}" for note in unavailable_notes(rows)]
+    probe = PROBE_NOTES if any(r.probes for r in rows) else []
     return (
         list(suite.spec.notes)
         + [ranking_note(suite)]
         + recipe_notes(suite)
         + PROTOCOL_NOTES
         + composite_notes(rows)
+        + probe
         + unavailable
     )
 

@@ -7,6 +7,7 @@
     metrics.jsonl  one JSON record per line (losses, images/s, per-epoch usage)
     checkpoints/   see `vqbench.checkpoint`
     eval*.json     evaluation results
+    probe.json     the downstream probe (`vqbench.probe`); probe-samples.png, its samples
     tb/            TensorBoard event files (`train.tensorboard: true`)
     .lock          held by the process training into the folder
 
@@ -88,6 +89,14 @@ class RunDir:
         """`eval.json`, `eval-extend-2048.json`, `eval-train.json`, ..."""
         name = f"eval-{operation}" if operation else "eval"
         return self.path / (f"{name}.json" if split == "val" else f"{name}-{split}.json")
+
+    @property
+    def probe_file(self) -> Path:
+        return self.path / "probe.json"
+
+    @property
+    def probe_samples_file(self) -> Path:
+        return self.path / "probe-samples.png"
 
     def recorded_fingerprint(self) -> str | None:
         path = self.path / "fingerprint"

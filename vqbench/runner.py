@@ -1,5 +1,6 @@
-"""Running suites: train and evaluate every run not finished yet, resume interrupted ones, then
-write the report (markdown, JSON, figures). `rebuild` writes the report again from the runs."""
+"""Running suites: train and evaluate every run not finished yet, resume interrupted ones, probe
+them when the suite has a `probe:` section, then write the report (markdown, JSON, figures).
+`rebuild` writes the report again from the runs."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from vqbench.errors import VQBenchError
 from vqbench.evaluate import evaluate_run
 from vqbench.files import atomic_write_json, atomic_write_text
 from vqbench.plots import write_all
+from vqbench.probe import probe_is_complete, probe_run
 from vqbench.report import collect, render_json, render_markdown
 from vqbench.rundir import RunDir
 from vqbench.suite import ExpandedRun, Suite, load_suite
@@ -108,6 +110,7 @@ def run_suite(
         run = run_dir_of(root, suite, expanded)
         if run_is_complete(run, expanded) and not force:
             log(f"[{i}/{len(runs)}] {expanded.run_id}: finished earlier, skipped")
+            probe_if_asked(suite, run, f"[{i}/{len(runs)}] {expanded.run_id}", device, force, log)
             done.append(run.path)
             continue
         state = run.state()
@@ -120,10 +123,22 @@ def run_suite(
             evaluate_run(run.path, device=device, **{op: size})
         if distributed.is_main_process():
             run.set_status("finished", run.status().get("step"))
+        probe_if_asked(suite, run, f"[{i}/{len(runs)}] {expanded.run_id}", device, force, log)
         done.append(run.path)
     if distributed.is_main_process():
         write_report(suite, root / suite.name, results)
     return done
+
+
+def probe_if_asked(suite: Suite, run: RunDir, tag: str, device, force: bool, log) -> None:
+    """The suite's downstream probe of a finished run, unless it finished earlier."""
+    if suite.probe is None:
+        return
+    if probe_is_complete(run, suite.probe) and not force:
+        log(f"{tag}: probed earlier, skipped")
+        return
+    log(f"{tag}: probing")
+    probe_run(run.path, suite.probe, device=device, force=force, log=log)
 
 
 def write_report(suite: Suite, runs_dir: Path, results_dir: Path) -> Path:

@@ -7,7 +7,9 @@ runs, each naming a quantizer and its parameters, optionally post-training opera
 (`post: [{extend: 131072}, {resample: 32768}]`) and the paper row it mirrors. Runs may override
 only the fields the suite lists under `varies` (default: nothing besides the quantizer), so
 every run of a block shares one settings fingerprint. `blocks:` groups runs with their own
-shared settings (Table 1's three blocks). Everything is validated before anything runs.
+shared settings (Table 1's three blocks). An optional `probe:` section (`vqbench.probe`'s
+`ProbeConfig`) trains the same autoregressive prior on every run's tokens after its evaluation.
+Everything is validated before anything runs.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import pydantic
 
 from vqbench.config import RunConfig, check_name, format_config_error, parse_run_config, read_yaml
 from vqbench.errors import VQBenchError
+from vqbench.probe import ProbeConfig
 
 
 class PostOperation(pydantic.BaseModel):
@@ -79,6 +82,7 @@ class SuiteFile(pydantic.BaseModel):
     runs: list[SuiteRun] = []
     blocks: list[SuiteBlock] = []
     notes: list[str] = []
+    probe: ProbeConfig | None = None  # the downstream probe, identical for every run
 
     @pydantic.field_validator("suite")
     @classmethod
@@ -121,6 +125,10 @@ class Suite:
     @property
     def name(self) -> str:
         return self.spec.suite
+
+    @property
+    def probe(self) -> ProbeConfig | None:
+        return self.spec.probe
 
     def blocks(self) -> list[SuiteBlock]:
         if self.spec.blocks:

@@ -1,0 +1,583 @@
+"""The downstream probe: how well a small autoregressive prior models a tokenizer's tokens.
+
+Reconstruction metrics track generation poorly (XQ-GAN; GigaTok ranks tokenizers by "AR
+probing" instead). `probe_run` encodes a trained run's training and validation splits with its
+evaluated weights (`load_trained`: the model EMA when `eval.use_ema`), trains the same small
+causal transformer (`vqbench.prior.TokenPrior`, raster order, a class token where the data has
+labels) on the training tokens with the size, steps, optimiser and seeds of a `ProbeConfig`,
+and reports per seed of the prior:
+
+* `bits_per_token`: validation negative log-likelihood per token position, in bits (all the
+  digits or stages of a position together), and `bits_per_image`, its sum over an image's
+  positions, the number comparable across codebook sizes and token counts;
+* `gfid`: FID of `samples` decoded samples against the validation images (torch-fidelity's
+  Inception, as rFID; `n/a (reason)` without its weights);
+* `sample_usage` / `sample_perplexity`: codebook usage of the sampled tokens (beside
+  `data_usage`, the usage of the validation tokens themselves).
+
+Results go to `probe.json` in the run directory, written after each seed, so that a killed
+probe keeps its finished seeds and a finished one is skipped. Training uses the engine's
+machinery: `vqbench.distributed` (DDP, collectives, precision) and `EpochBatches` (the same
+global batches on any number of processes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import pydantic
+import torch
+from pydantic import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
+
+from vqbench import distributed
+from vqbench.build import find_run, load_trained, run_config
+from vqbench.config import RunConfig, format_config_error, read_yaml
+from vqbench.data import EpochBatches, ImageFolder, build_split, eval_loader, shard_indices
+from vqbench.errors import VQBenchError
+from vqbench.files import atomic_write, read_json
+from vqbench.metrics import FID, Unavailable, usage_from_counts
+from vqbench.models import Autoencoder
+from vqbench.pretrained import WeightsUnavailable, describe_missing, weights_file
+from vqbench.prior import DigitLayout, TokenPrior
+from vqbench.rundir import RunDir
+
+LN2 = math.log(2.0)
+
+
+class ProbeConfig(pydantic.BaseModel):
+    """The prior and its training, identical for every run a suite probes."""
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+    # the transformer (Hugging Face GPT-2 from a config)
+    layers: PositiveInt = 2
+    width: PositiveInt = 64
+    heads: PositiveInt = 4
+    dropout: float = pydantic.Field(0.0, ge=0.0, lt=1.0)
+    # index components with more values are predicted as mixed-radix digits of at most this many
+    softmax_limit: int = pydantic.Field(4096, ge=2)
+    class_conditional: bool = True  # a class token where the data has labels
+    # training: AdamW, linear warm-up then cosine decay to zero, gradient norm clipped at 1
+    steps: PositiveInt = 240
+    batch_size: PositiveInt = 32  # token grids (images) per step, over all processes
+    lr: PositiveFloat = 4e-3
+    betas: tuple[float, float] = (0.9, 0.95)
+    weight_decay: NonNegativeFloat = 0.01
+    warmup_steps: NonNegativeInt = 20
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    seeds: list[NonNegativeInt] = pydantic.Field([0], min_length=1)
+    # evaluation and generation
+    samples: NonNegativeInt = 256  # sampled token grids decoded for gFID and sample usage
+    temperature: PositiveFloat = 1.0
+    gfid: bool = True
+    eval_batch_size: PositiveInt = 128
+    figure_samples: NonNegativeInt = 16
+
+    @pydantic.field_validator("seeds")
+    @classmethod
+    def _distinct(cls, seeds: list[int]) -> list[int]:
+        if len(set(seeds)) != len(seeds):
+            raise ValueError("seeds must be distinct")
+        return seeds
+
+    def fingerprint(self) -> str:
+        """Hash of what the results depend on (everything but the seeds: each seed is kept)."""
+        data = self.model_dump(mode="json", exclude={"seeds", "eval_batch_size"})
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+    def describe(self) -> str:
+        return (
+            f"GPT-2 {self.layers} layers x {self.width} wide ({self.heads} heads), AdamW lr "
+            f"{self.lr}, {self.steps} steps of {self.batch_size} images, seeds {self.seeds}, "
+            f"{self.samples} samples"
+        )
+
+
+def parse_probe_config(data: Any, source: str) -> ProbeConfig:
+    """A probe section (a mapping, or a file's `probe:` mapping) validated, one-line errors."""
+    if isinstance(data, dict) and isinstance(data.get("probe"), dict):
+        data = data["probe"]
+    if not isinstance(data, dict):
+        raise VQBenchError(f"{source}: the probe settings must be a mapping (key: value)")
+    try:
+        return ProbeConfig(**data)
+    except pydantic.ValidationError as err:
+        raise VQBenchError(format_config_error(f"{source}: probe", err, ProbeConfig)) from None
+
+
+def default_probe_config(run: RunDir) -> tuple[ProbeConfig, str]:
+    """The probe section of the suite the run belongs to (`../suite.yaml`), else the defaults."""
+    suite_file = run.path.parent / "suite.yaml"
+    if suite_file.is_file():
+        data = read_yaml(suite_file)
+        if isinstance(data.get("probe"), dict):
+            return parse_probe_config(data["probe"], str(suite_file)), str(suite_file)
+    return ProbeConfig(), "defaults"
+
+
+# ---- tokens ------------------------------------------------------------------------------------
+@dataclass
+class TokenSet:
+    """Every image of a split as the digits of its token grid, in raster order."""
+
+    digits: torch.Tensor  # (N, L, m) int32, on the CPU
+    grid: tuple[int, int]  # (H, W) of the token grid
+    labels: list[str] | None  # class of each image (image folders with class subfolders)
+
+    @property
+    def positions(self) -> int:
+        return self.grid[0] * self.grid[1]
+
+
+def folder_classes(dataset) -> list[str] | None:
+    """Class of each image: its folder under the root; None when the data has no labels."""
+    if not isinstance(dataset, ImageFolder):
+        return None
+    return [p.parent.relative_to(dataset.root).as_posix() for p in dataset.paths]
+
+
+@torch.no_grad()
+def encode_split(
+    model: Autoencoder, config: RunConfig, layout: DigitLayout, world, *, train: bool
+) -> TokenSet:
+    """Encode a split with `model` (each process a shard, gathered on every process)."""
+    torch.manual_seed(config.seed)  # the training split's random crops, reproducibly
+    dataset = build_split(config.data, train=train, seed=config.seed)
+    loader = eval_loader(
+        dataset,
+        batch_size=config.eval.batch_size,
+        world=world.size,
+        rank=world.rank,
+        workers=config.data.workers,
+        device=world.device,
+    )
+    model.eval()
+    parts, grid = [], None
+    for x in loader:
+        indices = model.quantizer(model.encoder(x.to(world.device))).indices
+        if indices.ndim == 3:
+            indices = indices.unsqueeze(-1)
+        grid = tuple(indices.shape[1:3])
+        parts.append(layout.to_digits(indices.flatten(1, 2)).to(torch.int32).cpu())
+    local = torch.cat(parts) if parts else None
+    shards = distributed.gather_objects((local, grid))
+    grid = next(g for _, g in shards if g is not None)
+    digits = torch.empty(len(dataset), grid[0] * grid[1], len(layout.radices), dtype=torch.int32)
+    for rank, (part, _) in enumerate(shards):
+        if part is not None:
+            digits[shard_indices(len(dataset), world.size, rank)] = part
+    return TokenSet(digits, grid, folder_classes(dataset))
+
+
+def class_indices(train: TokenSet, val: TokenSet, wanted: bool):
+    """Class ids of the train and val images and a description, or (None, None, why not)."""
+    if not wanted:
+        return None, None, "unconditional (probe.class_conditional is off)"
+    if train.labels is None or val.labels is None:
+        return None, None, "unconditional (the data has no class labels)"
+    names = sorted(set(train.labels))
+    if len(names) < 2:
+        return None, None, "unconditional (one class folder)"
+    missing = sorted(set(val.labels) - set(names))
+    if missing:
+        return None, None, f"unconditional (validation classes not in training: {missing[:3]})"
+    ids = {n: i for i, n in enumerate(names)}
+    to_ids = [torch.tensor([ids[n] for n in s.labels]) for s in (train, val)]
+    return to_ids[0], to_ids[1], f"class-conditional ({len(names)} classes)"
+
+
+# ---- the prior ---------------------------------------------------------------------------------
+def build_prior(layout: DigitLayout, positions: int, classes: int, probe: ProbeConfig):
+    return TokenPrior(
+        layout,
+        positions,
+        classes=classes,
+        width=probe.width,
+        layers=probe.layers,
+        heads=probe.heads,
+        dropout=probe.dropout,
+    )
+
+
+def optimizer_and_schedule(prior: torch.nn.Module, probe: ProbeConfig):
+    """AdamW (weight decay on matrices and embeddings only); warm-up, then cosine to zero."""
+    trained = [p for p in prior.parameters() if p.requires_grad]
+    decay = [p for p in trained if p.ndim >= 2]
+    rest = [p for p in trained if p.ndim < 2]
+    opt = torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": probe.weight_decay},
+            {"params": rest, "weight_decay": 0},
+        ],
+        lr=probe.lr,
+        betas=probe.betas,
+    )
+
+    def factor(step: int) -> float:
+        if step < probe.warmup_steps:
+            return (step + 1) / probe.warmup_steps
+        span = max(1, probe.steps - probe.warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - probe.warmup_steps) / span)))
+
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def train_prior(
+    prior: TokenPrior,
+    digits: torch.Tensor,
+    labels: torch.Tensor | None,
+    probe: ProbeConfig,
+    world: distributed.World,
+    seed: int,
+) -> float:
+    """Train `prior` on token grids `(N, L, m)`; returns the training bits per token over the
+    last tenth of the steps (mean over processes)."""
+    dev, n = world.device, digits.shape[0]
+    if probe.batch_size % world.size:
+        raise VQBenchError(
+            f"probe.batch_size={probe.batch_size} is not a multiple of the {world.size} processes"
+        )
+    if n < probe.batch_size:
+        raise VQBenchError(
+            f"probe.batch_size={probe.batch_size} exceeds the {n} training images; lower it"
+        )
+    prior.train()
+    trained = distributed.wrap(prior, world)
+    opt, schedule = optimizer_and_schedule(prior, probe)
+    precision = distributed.pick_precision(probe.precision, dev)
+    scaler = torch.amp.GradScaler(dev.type, enabled=precision.scaled)
+    steps_per_epoch = n // probe.batch_size
+    window = max(1, probe.steps // 10)
+    tail = torch.zeros((), device=dev)
+    step = 0
+    while step < probe.steps:
+        epoch = step // steps_per_epoch
+        sampler = EpochBatches(
+            n, micro=probe.batch_size // world.size, accumulation=1, world=world.size,
+            rank=world.rank, seed=seed, epoch=epoch,
+        )  # fmt: skip
+        for batch in sampler:
+            if step >= probe.steps:
+                break
+            x = digits[batch].to(dev).long()
+            y = labels[batch].to(dev) if labels is not None else None
+            with precision.autocast(dev):
+                loss = trained(x, y).float().mean()
+            scaler.scale(loss).backward()
+            scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(prior.parameters(), 1.0)
+            scaler.step(opt)
+            scaler.update()
+            opt.zero_grad(set_to_none=True)
+            schedule.step()
+            if step >= probe.steps - window:
+                tail = tail + loss.detach()
+            step += 1
+    prior.eval()
+    mean = distributed.mean_over_ranks({"nats": float(tail) / window}, dev)["nats"]
+    if not math.isfinite(mean):
+        raise VQBenchError("the probe's prior diverged (non-finite loss); lower probe.lr")
+    return mean / LN2
+
+
+@torch.no_grad()
+def validation_nll(
+    prior: TokenPrior,
+    digits: torch.Tensor,
+    labels: torch.Tensor | None,
+    probe: ProbeConfig,
+    world: distributed.World,
+) -> dict[str, float]:
+    """Bits per token and per image (the sum over its positions), over the whole split."""
+    dev = world.device
+    precision = distributed.pick_precision(probe.precision, dev)
+    mine = torch.tensor(shard_indices(digits.shape[0], world.size, world.rank), dtype=torch.long)
+    totals = torch.zeros(2, dtype=torch.float64, device=dev)  # nats, images
+    for chunk in mine.split(probe.eval_batch_size):
+        x = digits[chunk].to(dev).long()
+        y = labels[chunk].to(dev) if labels is not None else None
+        with precision.autocast(dev):
+            nll = prior(x, y).double()
+        totals += torch.stack([nll.sum(), torch.tensor(float(len(chunk)), device=dev).double()])
+    distributed.all_reduce_sum(totals)
+    nats, images = totals.tolist()
+    positions = digits.shape[1]
+    return {
+        "bits_per_token": nats / (images * positions) / LN2,
+        "bits_per_image": nats / images / LN2,
+    }
+
+
+# ---- generation --------------------------------------------------------------------------------
+class SampleFID(FID):
+    """FID of generated images against real ones (gFID): the two sides are fed separately and
+    the real side's statistics are kept across seeds."""
+
+    @property
+    def available(self) -> bool:
+        return self.extractor is not None
+
+    def add_real(self, images: torch.Tensor) -> None:
+        if self.available:
+            self._add("real", self.features(images))
+
+    def add_fake(self, images: torch.Tensor) -> None:
+        if self.available:
+            self._add("fake", self.features(images))
+
+    def clear_fake(self) -> None:
+        for name in ("fake_sum", "fake_outer", "fake_n"):
+            setattr(self, name, self._defaults[name].clone().to(getattr(self, name).device))
+
+
+def real_side(config: RunConfig, probe: ProbeConfig, world) -> SampleFID | Unavailable:
+    """Inception statistics of the validation images, or why gFID is unavailable."""
+    if not probe.gfid:
+        return Unavailable("probe.gfid is off")
+    try:  # found (or fetched) before torch-fidelity is imported: seconds saved when missing
+        weights_file("inception", config.eval.inception_weights)
+    except WeightsUnavailable as err:
+        return Unavailable(describe_missing(err))
+    fid = SampleFID(config.eval.inception_weights, device=world.device)
+    if not fid.available:
+        return fid.unavailable
+    dataset = build_split(config.data, train=False, seed=config.seed)
+    for x in eval_loader(
+        dataset, batch_size=config.eval.batch_size, world=world.size, rank=world.rank,
+        device=world.device,
+    ):  # fmt: skip
+        fid.add_real(x.to(world.device))
+    return fid
+
+
+def decode(model: Autoencoder, layout: DigitLayout, digits: torch.Tensor, grid) -> torch.Tensor:
+    """Sampled digits `(n, L, m)` to images in [-1, 1] through the tokenizer's decoder."""
+    indices = layout.from_digits(digits).reshape(digits.shape[0], *grid, layout.components)
+    if layout.components == 1:
+        indices = indices.squeeze(-1)
+    with torch.no_grad():
+        return model.decode_indices(indices).float().clamp(-1, 1)
+
+
+def sample_and_measure(
+    prior: TokenPrior,
+    model: Autoencoder,
+    tokens: TokenSet,
+    val_classes: torch.Tensor | None,
+    fid: SampleFID | Unavailable,
+    probe: ProbeConfig,
+    world,
+    seed: int,
+) -> tuple[dict[str, Any], torch.Tensor | None]:
+    """Sample `probe.samples` token grids; their usage, gFID and the figure's images.
+
+    Batch `b` is drawn on process `b % world` from a generator seeded by `(seed, b)`, so the
+    samples do not depend on the number of processes.
+    """
+    layout, dev = prior.layout, world.device
+    counts = [torch.zeros(s, dtype=torch.long, device=dev) for s in layout.index_sizes]
+    figure = None
+    if isinstance(fid, SampleFID):
+        fid.clear_fake()
+    starts = range(0, probe.samples, probe.eval_batch_size)
+    for b, start in enumerate(starts):
+        if b % world.size != world.rank:
+            continue
+        n = min(probe.eval_batch_size, probe.samples - start)
+        generator = torch.Generator(device=dev).manual_seed(seed * 1_000_003 + b)
+        classes = None
+        if val_classes is not None:
+            classes = val_classes[(start + torch.arange(n)) % len(val_classes)].to(dev)
+        digits = prior.sample(
+            n, classes=classes, generator=generator, temperature=probe.temperature
+        )
+        indices = layout.from_digits(digits)
+        for c, count in enumerate(counts):
+            flat = indices[..., c].reshape(-1)
+            count.index_add_(0, flat, torch.ones_like(flat))
+        wants_figure = b == 0 and probe.figure_samples > 0
+        if isinstance(fid, SampleFID) or wants_figure:
+            images = decode(model, layout, digits, tokens.grid)
+            if isinstance(fid, SampleFID):
+                fid.add_fake(images)
+            if wants_figure:
+                figure = images[: probe.figure_samples].cpu()
+    distributed.all_reduce_sum(*counts)
+    results = usage_of(counts, "sample")
+    gfid = fid.distance() if isinstance(fid, SampleFID) else fid
+    results["gfid"] = str(gfid) if isinstance(gfid, Unavailable) else gfid
+    return results, figure
+
+
+def usage_of(counts: list[torch.Tensor], prefix: str) -> dict[str, Any]:
+    """Usage and perplexity of code histograms (the mean over the components of a composite)."""
+    per = [usage_from_counts(c.cpu()) for c in counts]
+    results: dict[str, Any] = {
+        f"{prefix}_usage": sum(p["usage"] for p in per) / len(per),
+        f"{prefix}_perplexity": sum(p["perplexity"] for p in per) / len(per),
+    }
+    if len(per) > 1:
+        results[f"{prefix}_usage_per_component"] = [p["usage"] for p in per]
+    return results
+
+
+def data_usage(tokens: TokenSet, layout: DigitLayout) -> dict[str, Any]:
+    indices = layout.from_digits(tokens.digits)
+    counts = [
+        torch.bincount(indices[..., c].reshape(-1), minlength=s)
+        for c, s in enumerate(layout.index_sizes)
+    ]
+    return usage_of(counts, "data")
+
+
+def save_sample_grid(images: torch.Tensor, out: Path) -> Path:
+    """A PNG grid of decoded samples (8 per row), written atomically."""
+    from PIL import Image
+    from torchvision.utils import make_grid
+
+    from vqbench.data import to_uint8
+
+    grid = to_uint8(make_grid(images, nrow=min(8, len(images)), padding=1, pad_value=1.0))
+    with atomic_write(out) as tmp:
+        Image.fromarray(grid.permute(1, 2, 0).numpy()).save(tmp, format="PNG")
+    return out
+
+
+# ---- the procedure -----------------------------------------------------------------------------
+def probe_fingerprint(probe: ProbeConfig, run: RunDir, checkpoint: Path, config: RunConfig) -> str:
+    """What a probe's results depend on: its settings, the run, its checkpoint and weights."""
+    key = [probe.fingerprint(), run.recorded_fingerprint(), checkpoint.name, config.eval.use_ema]
+    return hashlib.sha256(json.dumps(key).encode()).hexdigest()[:16]
+
+
+def finished_seeds(run: RunDir, fingerprint: str) -> dict[int, dict[str, Any]]:
+    """Seeds an earlier probe with the same fingerprint finished (kept, not redone)."""
+    previous = read_json(run.probe_file)
+    if not previous or previous.get("probe_fingerprint") != fingerprint:
+        return {}
+    return {int(r["seed"]): r for r in previous.get("seeds", [])}
+
+
+def probe_is_complete(run: RunDir, probe: ProbeConfig) -> bool:
+    """True when `probe.json` holds every seed of `probe` for the run's current checkpoint."""
+    if not run.probe_file.is_file():
+        return False
+    _, checkpoint = find_run(run.path)
+    fingerprint = probe_fingerprint(probe, run, checkpoint, run_config(run))
+    return set(probe.seeds) <= set(finished_seeds(run, fingerprint))
+
+
+def probe_seed(parts: dict[str, Any], probe: ProbeConfig, world, seed: int):
+    """Train one prior (seeded) and measure it: NLL, samples' usage and gFID."""
+    start = time.perf_counter()
+    torch.manual_seed(seed)
+    train, val, layout = parts["train"], parts["val"], parts["layout"]
+    prior = build_prior(layout, train.positions, parts["classes"], probe).to(world.device)
+    train_bits = train_prior(prior, train.digits, parts["train_ids"], probe, world, seed)
+    trained_s = time.perf_counter() - start
+    nll = validation_nll(prior, val.digits, parts["val_ids"], probe, world)
+    generated, figure = sample_and_measure(
+        prior, parts["model"], val, parts["val_ids"], parts["fid"], probe, world, seed
+    )
+    return {
+        "seed": seed,
+        **nll,
+        "train_bits_per_token": train_bits,
+        **generated,
+        "seconds": {"train": trained_s, "total": time.perf_counter() - start},
+    }, figure
+
+
+def prepare(model, config: RunConfig, probe: ProbeConfig, world) -> dict[str, Any]:
+    """Tokens of both splits, class ids and the real side of gFID: shared by every seed."""
+    layout = DigitLayout(model.quantizer.index_sizes(), probe.softmax_limit)
+    train = encode_split(model, config, layout, world, train=True)
+    val = encode_split(model, config, layout, world, train=False)
+    train_ids, val_ids, conditioning = class_indices(train, val, probe.class_conditional)
+    classes = int(train_ids.max()) + 1 if train_ids is not None else 0
+    return {
+        "model": model,
+        "layout": layout,
+        "train": train,
+        "val": val,
+        "train_ids": train_ids,
+        "val_ids": val_ids,
+        "classes": classes,
+        "conditioning": conditioning,
+        "fid": real_side(config, probe, world),
+    }
+
+
+def probe_header(parts, probe, fingerprint, run, checkpoint, config) -> dict[str, Any]:
+    layout, val = parts["layout"], parts["val"]
+    return {
+        "probe_fingerprint": fingerprint,
+        "settings_fingerprint": probe.fingerprint(),
+        "run_fingerprint": run.recorded_fingerprint(),
+        "checkpoint": checkpoint.name,
+        "weights": "model_ema" if config.eval.use_ema else "model",
+        "settings": probe.model_dump(mode="json"),
+        "index_sizes": layout.index_sizes,
+        "digits": layout.radices,
+        "token_grid": list(val.grid),
+        "tokens_per_image": val.positions,
+        "uniform_bits_per_token": layout.bits_per_position,
+        "conditioning": parts["conditioning"],
+        "train_images": parts["train"].digits.shape[0],
+        "val_images": val.digits.shape[0],
+        **data_usage(val, layout),
+    }
+
+
+def probe_run(
+    path: str | Path,
+    probe: ProbeConfig | None = None,
+    *,
+    device: str | None = None,
+    force: bool = False,
+    log: Callable[[str], Any] = print,
+) -> tuple[Path, dict[str, Any]]:
+    """Probe a trained run (its evaluated weights) and write `probe.json` in its folder.
+
+    `probe` defaults to the `probe:` section of the run's suite, else `ProbeConfig()`. Seeds a
+    probe with the same settings finished earlier are kept (all of them: nothing is redone
+    unless `force`).
+    """
+    world = distributed.setup(device)
+    config, model, run, checkpoint = load_trained(path, device=world.device)
+    model.requires_grad_(False)
+    if probe is None:
+        probe, _ = default_probe_config(run)
+    fingerprint = probe_fingerprint(probe, run, checkpoint, config)
+    done = {} if force else finished_seeds(run, fingerprint)
+    if all(s in done for s in probe.seeds):
+        if world.is_main:
+            log(f"{run.path}: probed earlier with these settings; --force redoes it")
+        return run.probe_file, read_json(run.probe_file) or {}
+    begun = time.perf_counter()
+    parts = prepare(model, config, probe, world)
+    header = probe_header(parts, probe, fingerprint, run, checkpoint, config)
+    header["seconds_prepare"] = time.perf_counter() - begun
+    results: dict[str, Any] = {}
+    for seed in probe.seeds:
+        if seed in done:
+            continue
+        done[seed], figure = probe_seed(parts, probe, world, seed)
+        results = {**header, "seeds": [done[s] for s in probe.seeds if s in done]}
+        if world.is_main:
+            r = done[seed]
+            log(
+                f"probe {config.name} seed {seed}: {r['bits_per_token']:.4f} bits/token, "
+                f"{r['bits_per_image']:.1f} bits/image, gFID {r['gfid']}, "
+                f"{r['seconds']['total']:.0f} s"
+            )
+            if figure is not None and seed == probe.seeds[0]:
+                save_sample_grid(figure, run.probe_samples_file)
+            run.write_result(run.probe_file, results)
+    return run.probe_file, results
