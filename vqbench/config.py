@@ -18,7 +18,7 @@ import importlib.util
 import json
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import pydantic
 import yaml
@@ -59,8 +59,12 @@ def check_name(name: str, what: str, *, parts: bool = False) -> str:
     return name
 
 
+#: An Adam beta: in [0, 1).
+Beta = Annotated[float, pydantic.Field(ge=0.0, lt=1.0)]
+
+
 class Section(pydantic.BaseModel):
-    model_config = pydantic.ConfigDict(extra="forbid")
+    model_config = pydantic.ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class DataConfig(Section):
@@ -116,7 +120,7 @@ class LossConfig(Section):
 
 class OptimConfig(Section):
     lr: PositiveFloat = 1e-4
-    betas: tuple[float, float] = (0.5, 0.9)
+    betas: tuple[Beta, Beta] = (0.5, 0.9)
     disc_lr: PositiveFloat | None = None
 
 

@@ -141,6 +141,9 @@ def read_rgb(path: Path) -> torch.Tensor:
     return torch.from_numpy(pixels).permute(2, 0, 1)
 
 
+_BOMB_FIX = "downscale it, or for trusted data raise the limit in a --plugin module"
+
+
 def image_problem(path: Path) -> str | None:
     """Why `path` cannot be a dataset image, from its header alone (fast), or None."""
     from PIL import Image, UnidentifiedImageError
@@ -159,7 +162,7 @@ def image_problem(path: Path) -> str | None:
         with Image.open(path) as image:
             mode, (width, height) = image.mode, image.size
     except Image.DecompressionBombError as err:
-        return f"is too large ({str(err).rstrip('.')})"
+        return f"is too large ({str(err).rstrip('.')}); {_BOMB_FIX}"
     except UnidentifiedImageError:
         return "is not an image Pillow can read (wrong extension, or not an image at all)"
     except (OSError, ValueError, SyntaxError) as err:
@@ -168,8 +171,7 @@ def image_problem(path: Path) -> str | None:
     if limit is not None and width * height > limit:
         return (
             f"has {width}x{height} pixels, more than Pillow's decompression-bomb limit of "
-            f"{limit:,} (PIL.Image.MAX_IMAGE_PIXELS); downscale it, or for trusted data raise "
-            f"the limit in a --plugin module"
+            f"{limit:,} (PIL.Image.MAX_IMAGE_PIXELS); {_BOMB_FIX}"
         )
     if mode not in SUPPORTED_MODES:
         return f"has pixel mode {mode!r}, which vqbench does not convert; convert it to RGB"
@@ -253,6 +255,8 @@ class ImageFolder(Dataset):
             self.paths = read_file_list(Path(file_list), self.root)
         else:
             self.paths = list_images(self.root)
+        if not self.paths and file_list is not None:
+            raise VQBenchError(f"file list '{file_list}' names no images; list one path a line")
         if not self.paths:
             raise VQBenchError(
                 f"dataset folder '{self.root}' holds no images "

@@ -37,6 +37,7 @@ from vqbench.files import (
     append_jsonl,
     atomic_write_json,
     atomic_write_text,
+    check_writable,
     read_json,
     read_jsonl,
 )
@@ -140,9 +141,16 @@ class RunDir:
         )
 
     def check(self, fingerprint: str, *, resume: bool, force: bool) -> bool:
-        """Decide what to do before anything is written; True means resume."""
+        """Decide what to do, reading only (nothing is created); True means resume."""
         if self.path.exists() and not self.path.is_dir():
             raise VQBenchError(f"--out '{self.path}' is a file, not a folder; choose another --out")
+        check_writable(self.path, "--out")
+        holder = self.lock_holder()
+        if holder is not None:
+            raise VQBenchError(
+                f"run folder '{self.path}' is in use by {holder}; wait for it to finish or "
+                f"stop it, then try again"
+            )
         if force or self._holds_nothing():
             return False
         theirs = self.recorded_fingerprint()
@@ -168,15 +176,15 @@ class RunDir:
     def _write_once(self, name: str, text: str) -> None:
         """Write `name` unless it already holds `text` (a start rewrites only what changed)."""
         path = self.path / name
-        if not (path.is_file() and path.read_text() == text):
+        if not (path.is_file() and path.read_bytes() == text.encode()):
             atomic_write_text(path, text)
 
-    def prepare(self, config, world: distributed.World, *, resume: bool, force: bool) -> bool:
-        """Rank 0 checks, locks and writes the folder; every process learns the outcome."""
-        outcome: tuple[str, Any] = ("ok", False)
-        if world.is_main:
+    def _on_rank0(self, action) -> Any:
+        """Run `action` on rank 0; every process gets its result or its one-line error."""
+        outcome: tuple[str, Any] = ("ok", None)
+        if distributed.is_main_process():
             try:
-                outcome = ("ok", self._prepare(config, world, resume=resume, force=force))
+                outcome = ("ok", action())
             except VQBenchError as err:
                 outcome = ("error", str(err))
         outcome = distributed.broadcast_object(outcome)
@@ -184,7 +192,29 @@ class RunDir:
             raise VQBenchError(outcome[1])
         return outcome[1]
 
-    def _prepare(self, config, world: distributed.World, *, resume: bool, force: bool) -> bool:
+    def decide(self, config, world: distributed.World, *, resume: bool, force: bool) -> bool:
+        """Whether this start resumes the run in the folder, decided before anything is written
+        (rank 0 reads the folder; every process learns the outcome)."""
+        fingerprint = config.fingerprint()
+        return self._on_rank0(lambda: self.check(fingerprint, resume=resume, force=force))
+
+    def prepare(
+        self, config, world: distributed.World, *, resume: bool, force: bool, step: int = 0
+    ) -> None:
+        """Rank 0 locks the folder and writes what a start records; `resume` is what `decide`
+        said, and is checked again under the lock."""
+
+        def write() -> None:
+            if self._prepare(config, world, resume=resume, force=force, step=step) != resume:
+                raise VQBenchError(
+                    f"run folder '{self.path}' changed while this run was starting; try again"
+                )
+
+        self._on_rank0(write)
+
+    def _prepare(
+        self, config, world: distributed.World, *, resume: bool, force: bool, step: int
+    ) -> bool:
         fingerprint = config.fingerprint()
         resuming = self.check(fingerprint, resume=resume, force=force)
         try:
@@ -194,20 +224,27 @@ class RunDir:
                 f"cannot create the run folder '{self.path}' ({err.strerror}); choose another --out"
             ) from None
         self.acquire_lock()
-        if force and not resuming:
-            self.clear()
         try:
+            if resuming != resume:  # the folder changed since `decide`: write nothing
+                self.release_lock()
+                return resuming
+            if force and not resuming:
+                self.clear()
             self._write_once("fingerprint", fingerprint + "\n")
             self._write_once("config.yaml", yaml.safe_dump(config.resolved(), sort_keys=False))
             if not (self.path / "env.json").is_file():
                 atomic_write_json(self.path / "env.json", environment(world))
-            if not resuming:
-                self.set_status("running", 0)
-        except OSError as err:
-            raise VQBenchError(
-                f"cannot write into the run folder '{self.path}' ({err.strerror}); choose "
-                f"another --out"
-            ) from None
+            try:
+                status = self.status()
+            except VQBenchError:  # damaged: this start writes it again
+                status = {}
+            if status != {"state": "running", "step": step}:
+                self.set_status("running", step)
+            if resuming:
+                self.truncate_log(step)
+        except BaseException:
+            self.release_lock()
+            raise
         return resuming
 
     def clear(self) -> None:
@@ -221,6 +258,24 @@ class RunDir:
                 item.unlink()
 
     # ---- the lock ----------------------------------------------------------------------------
+    def lock_holder(self) -> str | None:
+        """Who holds `.lock` now (its first line), or None; creates nothing."""
+        if self._lock_fd is not None:
+            return None
+        try:
+            fd = os.open(self.path / ".lock", os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return os.read(fd, 512).decode(errors="replace").strip() or "another process"
+        else:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return None
+        finally:
+            os.close(fd)
+
     def acquire_lock(self) -> None:
         """Hold `.lock` while training; refuse (naming the holder) if another process has it."""
         if self._lock_fd is not None:
