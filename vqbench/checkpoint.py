@@ -239,6 +239,14 @@ def load_checkpoint(path: Path) -> tuple[dict[str, dict[str, torch.Tensor]], dic
     return weights, state
 
 
+def load_error_detail(err: BaseException) -> str:
+    """The telling line of a failed `load_state_dict` (the first 'size mismatch for ...')."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    if not lines:
+        return type(err).__name__
+    return lines[1] if len(lines) > 1 else lines[0]
+
+
 def newest_good_checkpoint(
     folder: Path, fingerprint: str | None = None, warn: Callable[[str], None] = print
 ) -> tuple[Path, dict, dict] | None:

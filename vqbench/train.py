@@ -1,7 +1,7 @@
 """Training: one run = one autoencoder + one quantizer + one dataset + one optimiser setting.
 
 Readable top-down: `train` finds everything that can be wrong before a byte is written (the
-config and data in `plan_run`, the output folder, the model, the checkpoint to resume or the
+output folder, the config and data in `plan_run`, the model, the checkpoint to resume or the
 quantizer's initialisation from data in `start`), then prepares the run directory and runs one
 loop of generator step, discriminator step, model EMA, logging, epoch-end usage/validation and
 checkpoints. Distributed training and mixed precision are set up once (`vqbench.distributed`);
@@ -32,6 +32,7 @@ from vqbench.build import (
 from vqbench.checkpoint import (
     TrainState,
     latest_checkpoint,
+    load_error_detail,
     newest_good_checkpoint,
     seed_everything,
 )
@@ -219,10 +220,10 @@ def start(state: TrainState, config: RunConfig, plan: Plan, run: RunDir, world, 
         try:
             state.resume(weights, saved, world)
         except Exception as err:  # shapes or optimiser groups of another model
-            reason = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
             raise VQBenchError(
-                f"checkpoint '{path}' does not fit this run's model ({reason}); it was "
-                f"written by other code or settings: use another --out, or --force to start over"
+                f"checkpoint '{path}' does not fit this run's model ({load_error_detail(err)}); "
+                f"it was written by other code or settings: use another --out, or --force to "
+                f"start over"
             ) from None
         if path != latest_checkpoint(run.checkpoints):
             log.info(f"the newest checkpoint could not be used; resuming from {path.name}")
@@ -316,15 +317,15 @@ def train(
 ) -> Path:
     """Train one run into `run_dir` and return `run_dir` (evaluation is separate).
 
-    Everything that can be wrong is found before the first byte is written: the config and the
-    data (`plan_run`), the output folder (`RunDir.decide`), the model and its optimisers, and
+    Everything that can be wrong is found before the first byte is written: the output folder
+    (`RunDir.decide`), the config and the data (`plan_run`), the model and its optimisers, and
     the starting point (the checkpoint to resume, or the quantizer's initialisation from data).
     """
     world = distributed.setup(device)
-    plan = plan_run(config, world)
-    perceptual = load_perceptual(config, world.device)
     run = RunDir(run_dir)
     resuming = run.decide(config, world, resume=resume, force=force)
+    plan = plan_run(config, world)
+    perceptual = load_perceptual(config, world.device)
     log = RunLog(run, world, config.train.tensorboard)
     state, loss_fn = build_state(config, world, perceptual)
     start(state, config, plan, run, world, resuming, log)
