@@ -82,7 +82,8 @@ _real_open = io.open
 
 
 def _open(file, mode="r", *args, **kwargs):
-    writing = isinstance(file, (str, bytes, os.PathLike)) and any(c in mode for c in "wax+")
+    # (not "r+": `atomic_write` reopens its temporary file that way only to fsync it)
+    writing = isinstance(file, (str, bytes, os.PathLike)) and any(c in mode for c in "wax")
     if writing and _hit(PAUSE, file):
         _pause()
     f = _real_open(file, mode, *args, **kwargs)

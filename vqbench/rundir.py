@@ -22,6 +22,7 @@ import fcntl
 import json
 import os
 import platform
+import re
 import shutil
 import socket
 from datetime import datetime, timezone
@@ -44,6 +45,8 @@ from vqbench.files import (
 from vqbench.version import __version__
 
 STATES = ("running", "trained", "diverged", "finished")
+#: What `vqbench.files.atomic_write` writes before its rename (and a kill may leave behind).
+TEMPORARY = re.compile(r"^\.(tmp-.*|.+\.tmp-\d+)$")
 
 
 def environment(world: distributed.World) -> dict[str, Any]:
@@ -136,8 +139,10 @@ class RunDir:
 
     # ---- starting a run ----------------------------------------------------------------------
     def _holds_nothing(self) -> bool:
+        """Nothing but the lock and half-written temporary files (a kill during the very first
+        write) is in the folder."""
         return not self.path.exists() or not any(
-            p.name != ".lock" and not p.name.startswith(".tmp") for p in self.path.iterdir()
+            p.name != ".lock" and not TEMPORARY.match(p.name) for p in self.path.iterdir()
         )
 
     def check(self, fingerprint: str, *, resume: bool, force: bool) -> bool:

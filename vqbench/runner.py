@@ -110,7 +110,9 @@ def run_suite(
             done.append(run.path)
             continue
         state = run.state()
-        resume = state in ("running", "trained") and not force
+        # Resume whatever this run left (also a folder a kill left before its first status);
+        # a diverged run is the user's to decide (--force, or another lr).
+        resume = not force and state != "diverged" and run.recorded_fingerprint() is not None
         log(f"[{i}/{len(runs)}] {expanded.run_id}: {'resuming' if resume else 'training'}")
         if state != "trained" or force:
             train(expanded.config, run.path, resume=resume, force=force, device=device)
