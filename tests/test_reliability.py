@@ -108,6 +108,14 @@ def _binary_config(tmp: Path) -> list[str]:
     return ["train", str(tmp / "c.yaml"), "--out", str(tmp / "run")]
 
 
+def _yaml_text(text: str):
+    def make(tmp: Path) -> list[str]:
+        (tmp / "c.yaml").write_text(text)
+        return ["train", str(tmp / "c.yaml"), "--out", str(tmp / "run")]
+
+    return make
+
+
 def _plugin(source: str):
     def make(tmp: Path) -> list[str]:
         (tmp / "plug.py").write_text(source)
@@ -149,6 +157,10 @@ BAD_INPUT = {
     "a plugin with a syntax error": (_plugin("def f(:\n"), "has a syntax error at plug.py line 1"),
     "a plugin that exits": (_plugin("import sys\nsys.exit(3)\n"), "called sys.exit(3)"),
     "a binary config": (_binary_config, "not a text file"),
+    "a key given twice": (
+        _yaml_text("optim:\n  lr: 0.001\n  lr: 0.01\n"),
+        "the key 'lr' is given twice",
+    ),
     "an unknown model override": (
         _config(lambda c, t: c["model"]["overrides"].update(chanels=8)),
         "model.overrides: unknown key 'chanels'",
@@ -483,3 +495,33 @@ def test_a_checkpoint_with_other_shapes_is_one_line(tmp_path):
         assert result.returncode == 2, result.stderr
         assert "Traceback" not in result.stderr and "size mismatch" in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_a_run_folder_entry_of_the_wrong_kind(tmp_path, capsys):
+    config = write_config(tmp_path / "c.yaml", small_config("simvq", steps=2))
+    run = tmp_path / "run"
+    assert main(["train", str(config), "--out", str(run), "--no-eval"]) == 0
+    shutil.rmtree(run / "checkpoints")
+    (run / "checkpoints").write_text("not a folder")
+    capsys.readouterr()
+    before = snapshot(tmp_path)
+    assert main(["train", str(config), "--out", str(run), "--resume"]) == 2
+    assert "checkpoints' is not a folder" in one_line_error(capsys)
+    assert snapshot(tmp_path) == before
+
+
+def test_resuming_on_other_training_images_is_refused(tmp_path, capsys):
+    train, val = images(tmp_path / "train"), images(tmp_path / "val", count=4)
+    config = write_config(tmp_path / "c.yaml", image_config(train, val, workers=0))
+    run = tmp_path / "run"
+    assert main(["train", str(config), "--out", str(run), "--no-eval"]) == 0
+    (train / "7.png").rename(tmp_path / "7.png")  # one image fewer: another dataset
+    capsys.readouterr()
+    before = snapshot(run)
+    assert main(["train", str(config), "--out", str(run), "--resume", "--no-eval"]) == 2
+    assert "the training images changed since this run started (8 images then, 7 now" in (
+        one_line_error(capsys)
+    )
+    assert snapshot(run) == before
+    (tmp_path / "7.png").rename(train / "7.png")
+    assert main(["train", str(config), "--out", str(run), "--resume", "--no-eval"]) == 0

@@ -7,12 +7,14 @@ flip; validation `Resize(res)` + `CenterCrop(res)`.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 import stat
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -288,6 +290,17 @@ def check_held_out(train: Dataset, val: Dataset) -> None:
             f"{len(shared)} of the {len(val.paths)} validation images are also training images "
             f"(e.g. '{shared[0]}'); point data.val_root (or data.val_file_list) at held-out images"
         )
+
+
+def data_digest(dataset: Dataset) -> dict[str, Any] | None:
+    """How many images an image folder lists and a hash of which (paths relative to its root),
+    recorded at a run's first start so that a resumed run can tell it trains on the same
+    images (None for the embedded photos, which the config determines)."""
+    if not isinstance(dataset, ImageFolder):
+        return None
+    root = str(dataset.root)
+    names = "\n".join(os.path.relpath(p, root) for p in dataset.paths)
+    return {"images": len(dataset), "listing": hashlib.sha256(names.encode()).hexdigest()[:16]}
 
 
 def write_balanced_subset(

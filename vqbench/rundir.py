@@ -49,8 +49,9 @@ STATES = ("running", "trained", "diverged", "finished")
 TEMPORARY = re.compile(r"^\.(tmp-.*|.+\.tmp-\d+)$")
 
 
-def environment(world: distributed.World) -> dict[str, Any]:
-    """What a result depends on besides the config: versions, device, processes, threads."""
+def environment(world: distributed.World, data: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What a result depends on besides the config: versions, device, processes, threads, and
+    which training images (`vqbench.data.data_digest`)."""
     device = world.device
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
     return {
@@ -63,6 +64,7 @@ def environment(world: distributed.World) -> dict[str, Any]:
         "threads": torch.get_num_threads(),
         "host": socket.gethostname(),
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **({"data": data} if data else {}),
     }
 
 
@@ -95,7 +97,7 @@ class RunDir:
 
     def recorded_fingerprint(self) -> str | None:
         path = self.path / "fingerprint"
-        return path.read_text().strip() if path.is_file() else None
+        return path.read_bytes().decode(errors="replace").strip() if path.is_file() else None
 
     def environment(self) -> dict[str, Any]:
         return read_json(self.path / "env.json") or {}
@@ -158,6 +160,7 @@ class RunDir:
             )
         if force or self._holds_nothing():
             return False
+        self._check_entries()
         theirs = self.recorded_fingerprint()
         if theirs is None:
             raise VQBenchError(
@@ -177,6 +180,18 @@ class RunDir:
             f"output folder '{self.path}' already holds this run ({state}); pass "
             f"--resume to continue it or --force to start over"
         )
+
+    def _check_entries(self) -> None:
+        """What a run folder holds has the right kind (a file, or the checkpoints folder)."""
+        for name in ("fingerprint", "config.yaml", "env.json", "status.json", "metrics.jsonl"):
+            if (self.path / name).exists() and not (self.path / name).is_file():
+                raise VQBenchError(
+                    f"'{self.path / name}' is not a file; remove it (or choose another --out)"
+                )
+        if self.checkpoints.exists() and not self.checkpoints.is_dir():
+            raise VQBenchError(
+                f"'{self.checkpoints}' is not a folder; remove it (or choose another --out)"
+            )
 
     def _write_once(self, name: str, text: str) -> None:
         """Write `name` unless it already holds `text` (a start rewrites only what changed)."""
@@ -203,14 +218,38 @@ class RunDir:
         fingerprint = config.fingerprint()
         return self._on_rank0(lambda: self.check(fingerprint, resume=resume, force=force))
 
+    def check_same_data(self, digest: dict[str, Any] | None) -> None:
+        """A resumed run trains on the images its first start recorded (rank 0 checks)."""
+
+        def check() -> None:
+            recorded = self.environment().get("data")
+            if recorded and digest and recorded != digest:
+                raise VQBenchError(
+                    f"the training images changed since this run started ({recorded['images']} "
+                    f"images then, {digest['images']} now; listing {recorded['listing']} then, "
+                    f"{digest['listing']} now); restore them, or start over with --force"
+                )
+
+        self._on_rank0(check)
+
     def prepare(
-        self, config, world: distributed.World, *, resume: bool, force: bool, step: int = 0
+        self,
+        config,
+        world: distributed.World,
+        *,
+        resume: bool,
+        force: bool,
+        step: int = 0,
+        data: dict[str, Any] | None = None,
     ) -> None:
         """Rank 0 locks the folder and writes what a start records; `resume` is what `decide`
         said, and is checked again under the lock."""
 
         def write() -> None:
-            if self._prepare(config, world, resume=resume, force=force, step=step) != resume:
+            if (
+                self._prepare(config, world, resume=resume, force=force, step=step, data=data)
+                != resume
+            ):
                 raise VQBenchError(
                     f"run folder '{self.path}' changed while this run was starting; try again"
                 )
@@ -218,7 +257,7 @@ class RunDir:
         self._on_rank0(write)
 
     def _prepare(
-        self, config, world: distributed.World, *, resume: bool, force: bool, step: int
+        self, config, world: distributed.World, *, resume: bool, force: bool, step: int, data
     ) -> bool:
         fingerprint = config.fingerprint()
         resuming = self.check(fingerprint, resume=resume, force=force)
@@ -238,7 +277,7 @@ class RunDir:
             self._write_once("fingerprint", fingerprint + "\n")
             self._write_once("config.yaml", yaml.safe_dump(config.resolved(), sort_keys=False))
             if not (self.path / "env.json").is_file():
-                atomic_write_json(self.path / "env.json", environment(world))
+                atomic_write_json(self.path / "env.json", environment(world, data))
             try:
                 status = self.status()
             except VQBenchError:  # damaged: this start writes it again

@@ -37,7 +37,13 @@ from vqbench.checkpoint import (
     seed_everything,
 )
 from vqbench.config import RunConfig
-from vqbench.data import EpochBatches, build_split, check_held_out, train_loader
+from vqbench.data import (
+    EpochBatches,
+    build_split,
+    check_held_out,
+    data_digest,
+    train_loader,
+)
 from vqbench.errors import VQBenchError
 from vqbench.evaluate import evaluate_split
 from vqbench.losses import AutoencoderLoss
@@ -325,11 +331,14 @@ def train(
     run = RunDir(run_dir)
     resuming = run.decide(config, world, resume=resume, force=force)
     plan = plan_run(config, world)
+    data = data_digest(plan.dataset)
+    if resuming:
+        run.check_same_data(data)
     perceptual = load_perceptual(config, world.device)
     log = RunLog(run, world, config.train.tensorboard)
     state, loss_fn = build_state(config, world, perceptual)
     start(state, config, plan, run, world, resuming, log)
-    run.prepare(config, world, resume=resuming, force=force, step=state.step)
+    run.prepare(config, world, resume=resuming, force=force, step=state.step, data=data)
     try:
         _train(config, plan, run, world, state, loss_fn, log, show_progress)
     finally:
