@@ -525,3 +525,56 @@ def test_resuming_on_other_training_images_is_refused(tmp_path, capsys):
     assert snapshot(run) == before
     (tmp_path / "7.png").rename(train / "7.png")
     assert main(["train", str(config), "--out", str(run), "--resume", "--no-eval"]) == 0
+
+
+@pytest.mark.slow
+def test_a_full_disk_is_one_line_and_the_run_resumes(tmp_path):
+    """The run folder on a 1 MB tmpfs (a private mount namespace): the first checkpoint does
+    not fit; with room made, --resume ends where an uninterrupted run ends."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("needs root and unshare to mount a small tmpfs")
+    config = small_config("simvq", steps=4, train={"checkpoint_every": 2})
+    path = write_config(tmp_path / "c.yaml", config)
+    reference = run_cli("train", str(path), "--out", str(tmp_path / "reference"), "--no-eval")
+    assert reference.returncode == 0, reference.stderr
+    disk, kept = tmp_path / "disk", tmp_path / "kept"
+    disk.mkdir()
+    train = f'"{sys.executable}" -m vqbench train "{path}" --out "{disk}/run" --no-eval'
+    script = (
+        f'mount -t tmpfs -o size=1m tmpfs "{disk}" || exit 99\n'
+        f"{train} 2> {tmp_path}/full.err; echo $? > {tmp_path}/full.rc\n"
+        f'ls -a "{disk}/run/checkpoints" > {tmp_path}/full.ls\n'
+        f'mount -o remount,size=256m "{disk}"\n'
+        f"{train} --resume 2> {tmp_path}/resumed.err; echo $? > {tmp_path}/resumed.rc\n"
+        f'cp -r "{disk}/run" "{kept}"\n'
+    )
+    env = {**os.environ, "VQBENCH_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(["unshare", "-m", "sh", "-c", script], env=env, capture_output=True)
+    if done.returncode == 99:
+        pytest.skip("cannot mount a tmpfs here")
+    full = (tmp_path / "full.err").read_text()
+    assert (tmp_path / "full.rc").read_text().strip() == "2", full
+    errors = [line for line in full.splitlines() if line.startswith("vqbench: error")]
+    assert len(errors) == 1 and "Traceback" not in full, full
+    assert "No space left on device" in errors[0] and "--resume" in errors[0]
+    assert (tmp_path / "full.ls").read_text().split() == [".", ".."]  # no half checkpoint
+    assert (tmp_path / "resumed.rc").read_text().strip() == "0", (
+        tmp_path / "resumed.err"
+    ).read_text()
+    for which in ("model", "ema"):
+        ours, theirs = final_weights(kept, which), final_weights(tmp_path / "reference", which)
+        assert all(torch.equal(ours[k], theirs[k]) for k in theirs), which
+
+
+def test_a_damaged_latest_pointer_falls_back_to_the_newest_checkpoint(tmp_path, capsys):
+    config = write_config(tmp_path / "c.yaml", small_config("simvq", steps=2))
+    run = tmp_path / "run"
+    assert main(["train", str(config), "--out", str(run), "--no-eval"]) == 0
+    (run / "checkpoints" / "latest").write_bytes(b"\xff\x00../../elsewhere")
+    assert main(["eval", str(run)]) == 0
+    assert json.loads((run / "eval.json").read_text())["checkpoint"] == "step-00000002"
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exited:  # argparse: the two cannot go together
+        main(["train", str(config), "--out", str(run), "--resume", "--force"])
+    assert exited.value.code == 2
+    assert "argument --force: not allowed with argument --resume" in capsys.readouterr().err

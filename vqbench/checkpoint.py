@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -181,12 +182,14 @@ def save_checkpoint(
 
 
 def latest_checkpoint(folder: Path) -> Path | None:
-    """The checkpoint `latest` names, if it exists."""
+    """The checkpoint `latest` names; if that pointer is missing or damaged, the newest
+    checkpoint folder (each appears complete, by one rename), or None."""
     pointer = folder / "latest"
-    if not pointer.is_file():
-        return None
-    path = folder / pointer.read_text().strip()
-    return path if path.is_dir() else None
+    name = pointer.read_bytes().decode(errors="replace").strip() if pointer.is_file() else ""
+    if re.fullmatch(r"step-\d{8}", name) and (folder / name).is_dir():
+        return folder / name
+    found = checkpoint_folders(folder)
+    return found[0] if found else None
 
 
 def checkpoint_folders(folder: Path) -> list[Path]:
