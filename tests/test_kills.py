@@ -18,12 +18,18 @@ import yaml
 from PIL import Image
 
 from tests.engine_helpers import final_weights, run_cli, small_config, write_config
+from vqbench.cli import main
 
 FAULTS = str(Path(__file__).with_name("faults.py"))
 
 #: 32 training crops / batch 4 = 8 steps an epoch: logs at 3, 6, 9, 12; epoch records at 8, 12;
 #: checkpoints at 4, 8 and the final one at 12. The log window (3) straddles checkpoints.
 CONFIG = small_config("simvq", steps=12, batch=4, train={"checkpoint_every": 4, "log_every": 3})
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch):
+    monkeypatch.setenv("VQBENCH_OFFLINE", "1")
 
 
 def vqbench(*args: str, kill: str | None = None):
@@ -77,12 +83,14 @@ def killed_then_resumed(tmp_path: Path, kills: list[str], reference: Path, confi
     return done
 
 
-def test_killed_mid_record_before_the_first_checkpoint(tmp_path, reference):
-    """The first log record is cut in half; there is no checkpoint yet."""
-    done = killed_then_resumed(tmp_path, ["metrics.jsonl#1"], reference)
+def test_killed_mid_record_before_the_first_checkpoint_then_mid_checkpoint(tmp_path, reference):
+    """The first log record is cut in half with no checkpoint yet; the resumed run (which
+    starts again from step 0) is killed while writing its first checkpoint's state."""
+    done = killed_then_resumed(tmp_path, ["metrics.jsonl#1", "state.pt#1"], reference)
     assert "no usable checkpoint: starting again from step 0" in done.stdout
 
 
+@pytest.mark.slow
 def test_killed_mid_epoch_record_then_mid_checkpoint_of_the_resumed_run(tmp_path, reference):
     """Killed while writing the epoch record of step 8 (checkpoint 4 is the newest), then the
     resumed run is killed while writing its own checkpoint 8."""
@@ -125,6 +133,7 @@ def test_killed_while_a_resumed_start_rewrites_its_config(tmp_path, reference):
     assert_as_uninterrupted(run, reference)
 
 
+@pytest.mark.slow
 def test_killed_while_eval_writes_its_results(tmp_path, reference):
     run = tmp_path / "run"
     shutil.copytree(reference, run)
@@ -149,20 +158,19 @@ def mini_suite(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("written", ["mini.md", "mini.json"])
+@pytest.mark.parametrize("written", ["mini.md", pytest.param("mini.json", marks=pytest.mark.slow)])
 def test_killed_while_a_report_is_written(tmp_path, written):
     runs, results = tmp_path / "runs", tmp_path / "results"
     suite = mini_suite(tmp_path)
-    done = vqbench("run", str(suite), "--out", str(runs), "--results", str(results))
-    assert done.returncode == 0, done.stderr[-3000:]
+    out = ["--out", str(runs), "--results", str(results)]
+    assert main(["run", str(suite), *out]) == 0
     report = {name: (results / name).read_bytes() for name in ("mini.md", "mini.json")}
     killed = vqbench("report", str(runs / "mini"), "--results", str(results), kill=written)
     assert killed.returncode == -9
     assert {name: (results / name).read_bytes() for name in report} == report
     for figure in results.glob("*.png"):
         Image.open(figure).load()  # every figure complete
-    again = vqbench("report", str(runs / "mini"), "--results", str(results))
-    assert again.returncode == 0, again.stderr[-3000:]
+    assert main(["report", str(runs / "mini"), "--results", str(results)]) == 0
     before, after = report["mini.md"].decode(), (results / "mini.md").read_text()
     assert after.split("## Notes")[0] == before.split("## Notes")[0]
 
@@ -181,6 +189,7 @@ def test_killed_mid_suite_report_then_run_again(tmp_path):
     assert "finished earlier, skipped" in again.stdout and (results / "mini.md").is_file()
 
 
+@pytest.mark.slow
 def test_sigint_is_one_line_and_the_run_resumes(tmp_path, reference):
     """Ctrl-C mid-run: one line, exit 130, and --resume ends as an uninterrupted run."""
     import signal
@@ -218,3 +227,15 @@ def test_sigint_is_one_line_and_the_run_resumes(tmp_path, reference):
     ]
     train(path, run, "--resume")
     assert_as_uninterrupted(run, reference)
+
+
+@pytest.mark.slow
+def test_a_suite_killed_in_its_first_write_of_a_run_finishes_when_run_again(tmp_path):
+    """Killed after a run's fingerprint but before its status: running the suite again
+    resumes that run instead of refusing its folder."""
+    runs, results = tmp_path / "runs", tmp_path / "results"
+    args = ("run", str(mini_suite(tmp_path)), "--out", str(runs), "--results", str(results))
+    assert vqbench(*args, kill="config.yaml#1").returncode == -9
+    again = vqbench(*args)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "simvq-s0: resuming" in again.stdout and (results / "mini.md").is_file()
