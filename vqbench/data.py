@@ -224,8 +224,8 @@ def read_file_list(list_path: Path, root: Path) -> list[Path]:
     return [root / line.strip() for line in lines if line.strip()]
 
 
-#: (root, file list) of the image folders checked by this process: checked once per process.
-_CHECKED: set[tuple[str, str | None]] = set()
+#: (root, listing) of the image folders this process has checked: each is checked once.
+_CHECKED: set[tuple[str, int]] = set()
 
 
 class ImageFolder(Dataset):
@@ -264,7 +264,7 @@ class ImageFolder(Dataset):
                 f"dataset folder '{self.root}' holds no images "
                 f"({', '.join(IMAGE_EXTENSIONS)}); check data.root"
             )
-        key = (str(self.root.resolve()), str(Path(file_list).resolve()) if file_list else None)
+        key = (str(self.root.resolve()), hash(tuple(map(str, self.paths))))
         if check and key not in _CHECKED:
             where = f"file list '{file_list}'" if file_list else f"'{self.root}'"
             check_images(self.paths, where)
@@ -298,8 +298,9 @@ def data_digest(dataset: Dataset) -> dict[str, Any] | None:
     images (None for the embedded photos, which the config determines)."""
     if not isinstance(dataset, ImageFolder):
         return None
-    root = str(dataset.root)
-    names = "\n".join(os.path.relpath(p, root) for p in dataset.paths)
+    prefix = str(dataset.root) + os.sep
+    paths = map(str, dataset.paths)
+    names = "\n".join(p.removeprefix(prefix) for p in paths)
     return {"images": len(dataset), "listing": hashlib.sha256(names.encode()).hexdigest()[:16]}
 
 
