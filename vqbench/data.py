@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from vqbench.errors import VQBenchError
+from vqbench.files import atomic_write_text
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
 
@@ -326,7 +327,7 @@ def write_balanced_subset(
         paths = by_class[folder]
         keep = max(1, round(fraction * len(paths)))
         chosen += sorted(rng.sample(paths, keep))
-    Path(out_file).write_text("".join(f"{p.relative_to(root).as_posix()}\n" for p in chosen))
+    atomic_write_text(out_file, "".join(f"{p.relative_to(root).as_posix()}\n" for p in chosen))
     return len(chosen)
 
 
