@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from vqbench.checkpoint import latest_checkpoint, load_checkpoint
+from vqbench.checkpoint import latest_checkpoint, load_checkpoint, load_error_detail
 from vqbench.config import RunConfig, parse_run_config, read_yaml
 from vqbench.errors import VQBenchError
 from vqbench.losses import AutoencoderLoss, PatchDiscriminator
@@ -128,7 +128,6 @@ def load_trained(
         model.load_state_dict(weights[key])
     except RuntimeError as err:
         raise VQBenchError(
-            f"checkpoint '{checkpoint}' does not match the run's config "
-            f"({str(err).splitlines()[0]})"
+            f"checkpoint '{checkpoint}' does not match the run's config ({load_error_detail(err)})"
         ) from None
     return config, model.to(device), run, checkpoint

@@ -19,9 +19,10 @@ import hashlib
 import json
 import os
 import random
+import re
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,9 @@ class TrainState:
     scaler_g: torch.amp.GradScaler
     scaler_d: torch.amp.GradScaler
     step: int = 0
+    #: This process's part of what the log accumulates between records (the epoch's code
+    #: counts, the loss window), so that the log of a resumed run equals an uninterrupted one.
+    progress: dict[str, Any] = field(default_factory=dict)
 
     def weights(self) -> dict[str, dict[str, torch.Tensor]]:
         weights = {"model": self.model.state_dict(), "ema": self.ema.model.state_dict()}
@@ -106,8 +110,14 @@ class TrainState:
     def save(self, folder: Path, world: distributed.World, fingerprint: str, keep: int) -> None:
         """Every process's RNG state is gathered; rank 0 writes the checkpoint."""
         rngs = distributed.gather_objects(capture_rng())
+        progress = distributed.gather_objects(self.progress)
         if world.is_main:
-            state = {**self.state_dict(), "rng": rngs, "fingerprint": fingerprint}
+            state = {
+                **self.state_dict(),
+                "rng": rngs,
+                "progress": progress,
+                "fingerprint": fingerprint,
+            }
             save_checkpoint(folder, self.step, self.weights(), state, keep=keep)
         distributed.barrier()
 
@@ -115,6 +125,8 @@ class TrainState:
         self.load_state_dict(weights, state)
         rngs = state["rng"]
         restore_rng(rngs[world.rank] if world.rank < len(rngs) else rngs[0])
+        progress = state.get("progress", [])  # per process; none if the world size changed
+        self.progress = progress[world.rank] if len(progress) == world.size else {}
 
 
 # ---- files ---------------------------------------------------------------------------------------
@@ -137,21 +149,32 @@ def save_checkpoint(
     state: dict[str, Any],
     keep: int = 2,
 ) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
+    """Write `step-NNNNNNNN/` under a temporary name, checksum it, rename it, point `latest` at
+    it and drop the oldest beyond `keep`. A failed write (disk full) leaves the earlier
+    checkpoints as they were and is one line."""
     final = folder / f"step-{step:08d}"
     tmp = folder / f".tmp-step-{step:08d}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    for name, tensors in weights.items():
-        save_file(_contiguous(tensors), str(tmp / f"{name}.safetensors"))
-    torch.save(state, tmp / "state.pt")
-    checksums = {p.name: _sha256(p) for p in sorted(tmp.iterdir())}
-    atomic_write_json(tmp / "checksums.json", checksums)
-    for path in tmp.iterdir():
-        with open(path, "rb") as f:
-            os.fsync(f.fileno())
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        for name, tensors in weights.items():
+            save_file(_contiguous(tensors), str(tmp / f"{name}.safetensors"))
+        torch.save(state, tmp / "state.pt")
+        checksums = {p.name: _sha256(p) for p in sorted(tmp.iterdir())}
+        atomic_write_json(tmp / "checksums.json", checksums)
+        for path in tmp.iterdir():
+            with open(path, "rb") as f:
+                os.fsync(f.fileno())
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+    except Exception as err:  # OSError, or torch's / safetensors' own error on a full disk
+        shutil.rmtree(tmp, ignore_errors=True)
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise VQBenchError(
+            f"cannot write checkpoint '{final}' ({reason}); make room on its disk, then "
+            f"continue with --resume"
+        ) from None
     atomic_write_text(folder / "latest", final.name + "\n")
     for old in sorted(folder.glob("step-*"))[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
@@ -159,12 +182,14 @@ def save_checkpoint(
 
 
 def latest_checkpoint(folder: Path) -> Path | None:
-    """The checkpoint `latest` names, if it exists."""
+    """The checkpoint `latest` names; if that pointer is missing or damaged, the newest
+    checkpoint folder (each appears complete, by one rename), or None."""
     pointer = folder / "latest"
-    if not pointer.is_file():
-        return None
-    path = folder / pointer.read_text().strip()
-    return path if path.is_dir() else None
+    name = pointer.read_bytes().decode(errors="replace").strip() if pointer.is_file() else ""
+    if re.fullmatch(r"step-\d{8}", name) and (folder / name).is_dir():
+        return folder / name
+    found = checkpoint_folders(folder)
+    return found[0] if found else None
 
 
 def checkpoint_folders(folder: Path) -> list[Path]:
@@ -215,6 +240,14 @@ def load_checkpoint(path: Path) -> tuple[dict[str, dict[str, torch.Tensor]], dic
             f"truncated: delete it to fall back to an earlier one"
         ) from None
     return weights, state
+
+
+def load_error_detail(err: BaseException) -> str:
+    """The telling line of a failed `load_state_dict` (the first 'size mismatch for ...')."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    if not lines:
+        return type(err).__name__
+    return lines[1] if len(lines) > 1 else lines[0]
 
 
 def newest_good_checkpoint(

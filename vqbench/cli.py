@@ -246,8 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train one run from a config file, then evaluate it")
     p.add_argument("config", help="run config (YAML)")
     p.add_argument("--out", help="run directory (default: runs/<name>)")
-    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
-    p.add_argument("--force", action="store_true", help="replace what the folder holds")
+    start = p.add_mutually_exclusive_group()
+    start.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    start.add_argument("--force", action="store_true", help="replace what the folder holds")
     p.add_argument("--device", help="cpu, cuda, cuda:1 (default: CUDA if present)")
     p.add_argument("--no-eval", action="store_true", help="skip the final evaluation")
     p.set_defaults(func=cmd_train)
@@ -303,6 +304,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except VQBenchError as err:
         print(f"vqbench: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(
+            "vqbench: interrupted; every file written so far is complete, and a run continues "
+            "from its last checkpoint (vqbench train --resume, or vqbench run again)",
+            file=sys.stderr,
+        )
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

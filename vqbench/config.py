@@ -18,7 +18,7 @@ import importlib.util
 import json
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import pydantic
 import yaml
@@ -59,8 +59,12 @@ def check_name(name: str, what: str, *, parts: bool = False) -> str:
     return name
 
 
+#: An Adam beta: in [0, 1).
+Beta = Annotated[float, pydantic.Field(ge=0.0, lt=1.0)]
+
+
 class Section(pydantic.BaseModel):
-    model_config = pydantic.ConfigDict(extra="forbid")
+    model_config = pydantic.ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class DataConfig(Section):
@@ -119,7 +123,7 @@ class LossConfig(Section):
 
 class OptimConfig(Section):
     lr: PositiveFloat = 1e-4
-    betas: tuple[float, float] = (0.5, 0.9)
+    betas: tuple[Beta, Beta] = (0.5, 0.9)
     disc_lr: PositiveFloat | None = None
 
 
@@ -241,13 +245,30 @@ def check_quantizer(config: RunConfig, source: str) -> None:
         raise VQBenchError(f"{source}: quantizer: {err}") from None
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """`yaml.SafeLoader` that refuses a key given twice in one mapping (PyYAML keeps the last
+    silently, so `lr` written twice would quietly take the second value)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, (str, int, float, bool)) and key != "<<":
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"the key {key!r} is given twice", key_node.start_mark
+                    )
+                seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def read_yaml(path: str | Path) -> Any:
     path = Path(path)
     if not path.is_file():
         what = "is a folder, not a file" if path.is_dir() else "does not exist"
         raise VQBenchError(f"config file '{path}' {what}; check the path")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
     except UnicodeDecodeError:
         raise VQBenchError(
             f"{path}: not a text file (it is not UTF-8); give a YAML config file"

@@ -7,15 +7,21 @@ flip; validation `Resize(res)` + `CenterCrop(res)`.
 
 from __future__ import annotations
 
+import hashlib
+import os
 import random
+import stat
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from vqbench.errors import VQBenchError
+from vqbench.files import atomic_write_text
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
 
@@ -54,51 +60,217 @@ def _transform(train: bool, resolution: int):
     from torchvision.transforms import v2
 
     crop = v2.RandomCrop(resolution) if train else v2.CenterCrop(resolution)
-    return v2.Compose([v2.PILToTensor(), v2.Resize(resolution, antialias=True), crop])
+    return v2.Compose([v2.Resize(resolution, antialias=True), crop])
 
 
 def list_images(root: Path) -> list[Path]:
-    """Every image under `root`, recursively, sorted (relative order is the file-list order)."""
-    return sorted(
-        p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
-    )
+    """Every image under `root`, recursively, sorted (relative order is the file-list order).
+
+    Symlinked folders are followed (ImageNet copies are often trees of links), each real folder
+    once, so a link loop ends. Links whose target is missing are listed (`check_images` then
+    names them) rather than silently dropped.
+    """
+    found, seen = [], set()
+    for folder, subfolders, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            subfolders.clear()
+            continue
+        seen.add(real)
+        found += [Path(folder, f) for f in files if f.lower().endswith(IMAGE_EXTENSIONS)]
+    return sorted(found)
+
+
+# ---- reading one image -------------------------------------------------------------------------
+#: Pixel modes Pillow gives for .jpg/.jpeg/.png/.webp files, all converted by `rgb_pixels`.
+SUPPORTED_MODES = frozenset(
+    "1 L P RGB RGBX CMYK YCbCr LA La PA RGBA RGBa I I;16 I;16L I;16B I;16N".split()
+)
+_ALPHA_MODES = frozenset({"LA", "La", "PA", "RGBA", "RGBa"})
+
+
+def composite_on_white(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """`rgb` over a white page with opacity `alpha` (uint8): `round(c a / 255 + 255 - a)`."""
+    a = alpha.astype(np.int32)[..., None]
+    return ((rgb.astype(np.int32) * a + 255 * (255 - a) + 127) // 255).astype(np.uint8)
+
+
+def rgb_pixels(image) -> np.ndarray:
+    """8-bit RGB `(H, W, 3)` of a Pillow image in any mode a .jpg/.png/.webp file can hold.
+
+    * `L`, `1`: grey replicated (`1` is 0 or 255); `P`: its palette colours; `CMYK`, `YCbCr`:
+      Pillow's conversion (CMYK as `(255 - c)(255 - k) / 255`, Adobe-inverted JPEGs included).
+    * 16-bit greyscale (`I;16*`, and `I` as older Pillow reads 16-bit PNGs): the high byte,
+      `v // 256` (values clipped to 0..65535), which is how Pillow reads 16-bit RGB PNGs, so a
+      16-bit picture gives the same pixels whichever colour type stores it.
+    * Transparency (an alpha channel, a palette's `tRNS`, a transparent colour key) is
+      composited onto white, i.e. the picture as a viewer shows it on a white page: the colour
+      under a transparent pixel is arbitrary (encoders often zero it). Reference pipelines
+      (taming, SimVQ) call `convert("RGB")`, which drops alpha instead; ImageNet and COCO hold
+      no transparent images, so the choice changes nothing there.
+    """
+    mode, key = image.mode, image.info.get("transparency")
+    if mode not in SUPPORTED_MODES:
+        raise VQBenchError(f"pixel mode {mode!r} is not one vqbench converts")
+    if mode.startswith("I"):
+        values = np.asarray(image).astype(np.int64)
+        grey = (np.clip(values, 0, 65535) >> 8).astype(np.uint8)
+        rgb = np.repeat(grey[..., None], 3, axis=2)
+        if isinstance(key, int):
+            rgb = composite_on_white(rgb, np.where(values == key, 0, 255))
+        return rgb
+    if mode in _ALPHA_MODES or key is not None:
+        rgba = np.asarray(image.convert("RGBA"))
+        return composite_on_white(rgba[..., :3], rgba[..., 3])
+    return np.asarray(image.convert("RGB"))
+
+
+def read_rgb(path: Path) -> torch.Tensor:
+    """uint8 `(3, H, W)` of an image file; a damaged file is one line naming it and the fix."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            pixels = rgb_pixels(image)
+    except VQBenchError as err:
+        raise VQBenchError(f"image '{path}': {err}; convert it to RGB") from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise VQBenchError(
+            f"image '{path}' cannot be decoded ({reason}); replace it with a readable copy "
+            f"(removing it changes the data: start the run over), then run again"
+        ) from None
+    pixels = np.require(pixels, np.uint8, ["C_CONTIGUOUS", "WRITEABLE"])
+    return torch.from_numpy(pixels).permute(2, 0, 1)
+
+
+_BOMB_FIX = "downscale it, or for trusted data raise the limit in a --plugin module"
+
+
+def image_problem(path: Path) -> str | None:
+    """Why `path` cannot be a dataset image, from its header alone (fast), or None."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return "is a broken symbolic link" if os.path.islink(path) else "does not exist"
+    except OSError as err:
+        return f"cannot be read ({err.strerror})"
+    if not stat.S_ISREG(info.st_mode):
+        return "is not a regular file"
+    if info.st_size == 0:
+        return "is empty (0 bytes)"
+    try:
+        with Image.open(path) as image:
+            mode, (width, height) = image.mode, image.size
+    except Image.DecompressionBombError as err:
+        return f"is too large ({str(err).rstrip('.')}); {_BOMB_FIX}"
+    except UnidentifiedImageError:
+        return "is not an image Pillow can read (wrong extension, or not an image at all)"
+    except (OSError, ValueError, SyntaxError) as err:
+        return f"cannot be read ({str(err).splitlines()[0] if str(err) else type(err).__name__})"
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit is not None and width * height > limit:
+        return (
+            f"has {width}x{height} pixels, more than Pillow's decompression-bomb limit of "
+            f"{limit:,} (PIL.Image.MAX_IMAGE_PIXELS); {_BOMB_FIX}"
+        )
+    if mode not in SUPPORTED_MODES:
+        return f"has pixel mode {mode!r}, which vqbench does not convert; convert it to RGB"
+    return None
+
+
+def check_images(paths: list[Path], where: str) -> None:
+    """Every path is an image vqbench can read (headers only, in parallel), or one line naming
+    the first that is not, how many more there are, and the fix.
+
+    About 0.1 ms per image on a local disk (ImageNet's 1.28M images: a couple of minutes).
+    """
+    from PIL import Image
+
+    blocks = [paths[i : i + 4096] for i in range(0, len(paths), 4096)]
+    with warnings.catch_warnings():  # one line below instead of Pillow's warning per file
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            checked = pool.map(lambda block: [(p, image_problem(p)) for p in block], blocks)
+            problems = [(p, problem) for block in checked for p, problem in block if problem]
+    if problems:
+        path, problem = problems[0]
+        more = len(problems) - 1
+        also = f" ({more} more of the {len(paths)} images cannot be used)" if more else ""
+        raise VQBenchError(
+            f"image '{path}' {problem}{also}; remove it from {where} or replace it with a "
+            f"readable copy"
+        )
+
+
+def read_file_list(list_path: Path, root: Path) -> list[Path]:
+    """The paths a `file_list` names (one path relative to `root` per line)."""
+    if not list_path.is_file():
+        what = "is a folder" if list_path.is_dir() else "does not exist"
+        raise VQBenchError(
+            f"file list '{list_path}' {what}; write one with "
+            f"vqbench.data.write_balanced_subset or drop data.file_list"
+        )
+    try:
+        lines = list_path.read_text().splitlines()
+    except UnicodeDecodeError:
+        raise VQBenchError(
+            f"file list '{list_path}' is not a text file (UTF-8); it needs one image path "
+            f"(relative to data.root) per line"
+        ) from None
+    except OSError as err:
+        raise VQBenchError(f"file list '{list_path}' cannot be read ({err.strerror})") from None
+    return [root / line.strip() for line in lines if line.strip()]
+
+
+#: (root, listing) of the image folders this process has checked: each is checked once.
+_CHECKED: set[tuple[str, int]] = set()
 
 
 class ImageFolder(Dataset):
     """A folder of images listed recursively (ImageNet `train/<synset>/*.JPEG`, COCO `train2017/`).
 
     No label files are needed. `file_list` (one path relative to `root` per line) selects a
-    subset. Unreadable images are skipped with a warning and counted in `skipped`; the next
-    readable image stands in, so an epoch never crashes on one bad file.
+    subset. Every image is checked when the dataset is made (`check_images`: a file that is
+    missing, empty, not an image, too large or of an unknown pixel mode is one line naming it),
+    so a benchmark never trains on fewer images than it was given; a file whose pixel data is
+    damaged beyond its header stops the run when it is read, naming the file.
     """
 
     def __init__(
-        self, root: str | Path, resolution: int, train: bool, file_list: str | Path | None = None
+        self,
+        root: str | Path,
+        resolution: int,
+        train: bool,
+        file_list: str | Path | None = None,
+        check: bool = True,
     ) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
+            what = "is a file, not a folder" if self.root.exists() else "does not exist"
             raise VQBenchError(
-                f"dataset folder '{self.root}' does not exist; set data.root to "
+                f"dataset folder '{self.root}' {what}; set data.root to "
                 f"a folder of images (e.g. ImageNet's train/ or val/)"
             )
         if file_list is not None:
-            list_path = Path(file_list)
-            if not list_path.is_file():
-                raise VQBenchError(
-                    f"file list '{list_path}' does not exist; write one with "
-                    f"vqbench.data.write_balanced_subset or drop data.file_list"
-                )
-            lines = [line.strip() for line in list_path.read_text().splitlines()]
-            self.paths = [self.root / line for line in lines if line]
+            self.paths = read_file_list(Path(file_list), self.root)
         else:
             self.paths = list_images(self.root)
+        if not self.paths and file_list is not None:
+            raise VQBenchError(f"file list '{file_list}' names no images; list one path a line")
         if not self.paths:
             raise VQBenchError(
                 f"dataset folder '{self.root}' holds no images "
                 f"({', '.join(IMAGE_EXTENSIONS)}); check data.root"
             )
+        key = (str(self.root.resolve()), hash(tuple(map(str, self.paths))))
+        if check and key not in _CHECKED:
+            where = f"file list '{file_list}'" if file_list else f"'{self.root}'"
+            check_images(self.paths, where)
+            _CHECKED.add(key)
         self.transform = _transform(train, resolution)
-        self.skipped = 0
         folders = sorted({p.parent for p in self.paths})
         index = {folder: i for i, folder in enumerate(folders)}
         #: Class of each image: its folder (ImageNet's synsets); one class for a flat folder.
@@ -107,25 +279,34 @@ class ImageFolder(Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def load(self, index: int) -> torch.Tensor:
-        from PIL import Image
-
-        with Image.open(self.paths[index]) as image:
-            return to_model_range(self.transform(image.convert("RGB")))
-
     def __getitem__(self, index: int) -> torch.Tensor:
-        for attempt in range(len(self.paths)):
-            i = (index + attempt) % len(self.paths)
-            try:
-                return self.load(i)
-            except (OSError, ValueError) as err:
-                self.skipped += 1
-                warnings.warn(
-                    f"skipping unreadable image {self.paths[i]} ({err}); "
-                    f"{self.skipped} skipped so far",
-                    stacklevel=2,
-                )
-        raise VQBenchError(f"no image under '{self.root}' could be read")
+        return to_model_range(self.transform(read_rgb(self.paths[index])))
+
+
+def check_held_out(train: Dataset, val: Dataset) -> None:
+    """No validation image is also a training image (same path): a benchmark evaluates on
+    held-out images (`vqbench eval --split train` measures the training images)."""
+    if not (isinstance(train, ImageFolder) and isinstance(val, ImageFolder)):
+        return
+    seen = {os.path.abspath(p) for p in train.paths}
+    shared = [p for p in val.paths if os.path.abspath(p) in seen]
+    if shared:
+        raise VQBenchError(
+            f"{len(shared)} of the {len(val.paths)} validation images are also training images "
+            f"(e.g. '{shared[0]}'); point data.val_root (or data.val_file_list) at held-out images"
+        )
+
+
+def data_digest(dataset: Dataset) -> dict[str, Any] | None:
+    """How many images an image folder lists and a hash of which (paths relative to its root),
+    recorded at a run's first start so that a resumed run can tell it trains on the same
+    images (None for the embedded photos, which the config determines)."""
+    if not isinstance(dataset, ImageFolder):
+        return None
+    prefix = str(dataset.root) + os.sep
+    paths = map(str, dataset.paths)
+    names = "\n".join(p.removeprefix(prefix) for p in paths)
+    return {"images": len(dataset), "listing": hashlib.sha256(names.encode()).hexdigest()[:16]}
 
 
 def class_labels(dataset: Dataset) -> list[int] | None:
@@ -191,7 +372,7 @@ def write_balanced_subset(
         paths = by_class[folder]
         keep = max(1, round(fraction * len(paths)))
         chosen += sorted(rng.sample(paths, keep))
-    Path(out_file).write_text("".join(f"{p.relative_to(root).as_posix()}\n" for p in chosen))
+    atomic_write_text(out_file, "".join(f"{p.relative_to(root).as_posix()}\n" for p in chosen))
     return len(chosen)
 
 

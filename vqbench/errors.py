@@ -7,7 +7,17 @@ from collections.abc import Iterable
 
 
 class VQBenchError(ValueError):
-    """Bad input: the message says what is wrong and how to mend it, in one line."""
+    """Bad input: the message says what is wrong and how to mend it, in one line.
+
+    Raised in a DataLoader worker (an image that cannot be decoded), it comes back to the main
+    process rebuilt from a message holding the worker's traceback; that is cut back to the one
+    line raised.
+    """
+
+    def __init__(self, message: str = "", *args: object) -> None:
+        if "\nOriginal Traceback (most recent call last):" in message:
+            message = message.rstrip().splitlines()[-1].split(": ", 1)[-1]
+        super().__init__(message, *args)
 
 
 def did_you_mean(name: str, choices: Iterable[str]) -> str:

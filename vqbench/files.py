@@ -31,11 +31,20 @@ def _fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
+def write_error(path: Path, err: OSError) -> VQBenchError:
+    """A failed write (disk full, read-only, permissions) as one line naming the file."""
+    reason = err.strerror or str(err) or type(err).__name__
+    return VQBenchError(
+        f"cannot write '{path}' ({reason}); make room on its disk or choose a writable folder"
+    )
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success it replaces `path` in one rename.
 
-    If the block raises, the temporary file is removed and `path` is left as it was.
+    If the block raises, the temporary file is removed and `path` is left as it was; an
+    `OSError` (disk full, read-only folder) becomes a one-line `VQBenchError`.
     """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
@@ -45,9 +54,11 @@ def atomic_write(path: str | Path) -> Iterator[Path]:
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(OSError):
             tmp.unlink()
+        if isinstance(err, OSError):
+            raise write_error(path, err) from None
         raise
     _fsync_folder(path.parent)
 
@@ -63,6 +74,24 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 def atomic_write_json(path: str | Path, data: Any, indent: int | None = 2) -> None:
     atomic_write_text(path, json.dumps(data, indent=indent, default=str) + "\n")
+
+
+def check_writable(folder: str | Path, what: str) -> None:
+    """`folder` is a folder this process may write into, or can be made one (writes nothing)."""
+    folder = Path(folder)
+    for parent in (folder, *folder.parents):
+        if not parent.exists():
+            continue
+        if not parent.is_dir():
+            raise VQBenchError(
+                f"{what} '{folder}' cannot be a folder: '{parent}' is a file; choose another"
+            )
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise VQBenchError(
+                f"{what} '{folder}' cannot be written: '{parent}' is read-only (or not yours); "
+                f"choose another"
+            )
+        return
 
 
 def read_json(path: str | Path) -> dict[str, Any] | None:
@@ -84,23 +113,26 @@ def read_json(path: str | Path) -> dict[str, Any] | None:
 
 def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:
     """Append one complete JSON line (flushed, so a later kill cannot cut it)."""
-    with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with open(path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as err:
+        raise write_error(Path(path), err) from None
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """The records of a JSON-lines log; a last line cut short by a kill is ignored."""
+    """The records of a JSON-lines log; a line a kill cut short (or damaged bytes) is skipped."""
     path = Path(path)
     if not path.is_file():
         return []
     records = []
-    for line in path.read_text().splitlines():
-        if not line.strip():
-            continue
+    for line in path.read_bytes().decode(errors="replace").splitlines():
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError:
             continue  # an incomplete line (the process was killed while writing it)
+        if isinstance(record, dict):
+            records.append(record)
     return records

@@ -15,9 +15,10 @@ from vqbench.errors import VQBenchError, did_you_mean
 
 
 class PluginParams(pydantic.BaseModel):
-    """Base of every plugin's parameter model: unknown keys are errors, values are frozen."""
+    """Base of every plugin's parameter model: unknown keys are errors, floats are finite,
+    values are frozen."""
 
-    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def allowed_fields(model: type[pydantic.BaseModel], loc: tuple) -> list[str]:

@@ -143,6 +143,10 @@ def load_plugin(module: str) -> None:
             f"cannot import plugin module '{module}' ({err}); check the name and that it is "
             f"importable (installed, or on PYTHONPATH / in the current folder)"
         ) from None
+    except SystemExit as err:  # `sys.exit()` at import: say so instead of ending silently
+        raise VQBenchError(
+            f"plugin '{module}' called sys.exit({err.code!r}) while being imported; fix the plugin"
+        ) from None
     except SyntaxError as err:
         raise VQBenchError(
             f"plugin '{module}' has a syntax error at {Path(err.filename or module).name} line "

@@ -23,6 +23,7 @@ import fcntl
 import json
 import os
 import platform
+import re
 import shutil
 import socket
 from datetime import datetime, timezone
@@ -38,16 +39,20 @@ from vqbench.files import (
     append_jsonl,
     atomic_write_json,
     atomic_write_text,
+    check_writable,
     read_json,
     read_jsonl,
 )
 from vqbench.version import __version__
 
 STATES = ("running", "trained", "diverged", "finished")
+#: What `vqbench.files.atomic_write` writes before its rename (and a kill may leave behind).
+TEMPORARY = re.compile(r"^\.(tmp-.*|.+\.tmp-\d+)$")
 
 
-def environment(world: distributed.World) -> dict[str, Any]:
-    """What a result depends on besides the config: versions, device, processes, threads."""
+def environment(world: distributed.World, data: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What a result depends on besides the config: versions, device, processes, threads, and
+    which training images (`vqbench.data.data_digest`)."""
     device = world.device
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
     return {
@@ -60,6 +65,7 @@ def environment(world: distributed.World) -> dict[str, Any]:
         "threads": torch.get_num_threads(),
         "host": socket.gethostname(),
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **({"data": data} if data else {}),
     }
 
 
@@ -100,7 +106,7 @@ class RunDir:
 
     def recorded_fingerprint(self) -> str | None:
         path = self.path / "fingerprint"
-        return path.read_text().strip() if path.is_file() else None
+        return path.read_bytes().decode(errors="replace").strip() if path.is_file() else None
 
     def environment(self) -> dict[str, Any]:
         return read_json(self.path / "env.json") or {}
@@ -144,16 +150,26 @@ class RunDir:
 
     # ---- starting a run ----------------------------------------------------------------------
     def _holds_nothing(self) -> bool:
+        """Nothing but the lock and half-written temporary files (a kill during the very first
+        write) is in the folder."""
         return not self.path.exists() or not any(
-            p.name != ".lock" and not p.name.startswith(".tmp") for p in self.path.iterdir()
+            p.name != ".lock" and not TEMPORARY.match(p.name) for p in self.path.iterdir()
         )
 
     def check(self, fingerprint: str, *, resume: bool, force: bool) -> bool:
-        """Decide what to do before anything is written; True means resume."""
+        """Decide what to do, reading only (nothing is created); True means resume."""
         if self.path.exists() and not self.path.is_dir():
             raise VQBenchError(f"--out '{self.path}' is a file, not a folder; choose another --out")
+        check_writable(self.path, "--out")
+        holder = self.lock_holder()
+        if holder is not None:
+            raise VQBenchError(
+                f"run folder '{self.path}' is in use by {holder}; wait for it to finish or "
+                f"stop it, then try again"
+            )
         if force or self._holds_nothing():
             return False
+        self._check_entries()
         theirs = self.recorded_fingerprint()
         if theirs is None:
             raise VQBenchError(
@@ -174,18 +190,30 @@ class RunDir:
             f"--resume to continue it or --force to start over"
         )
 
+    def _check_entries(self) -> None:
+        """What a run folder holds has the right kind (a file, or the checkpoints folder)."""
+        for name in ("fingerprint", "config.yaml", "env.json", "status.json", "metrics.jsonl"):
+            if (self.path / name).exists() and not (self.path / name).is_file():
+                raise VQBenchError(
+                    f"'{self.path / name}' is not a file; remove it (or choose another --out)"
+                )
+        if self.checkpoints.exists() and not self.checkpoints.is_dir():
+            raise VQBenchError(
+                f"'{self.checkpoints}' is not a folder; remove it (or choose another --out)"
+            )
+
     def _write_once(self, name: str, text: str) -> None:
         """Write `name` unless it already holds `text` (a start rewrites only what changed)."""
         path = self.path / name
-        if not (path.is_file() and path.read_text() == text):
+        if not (path.is_file() and path.read_bytes() == text.encode()):
             atomic_write_text(path, text)
 
-    def prepare(self, config, world: distributed.World, *, resume: bool, force: bool) -> bool:
-        """Rank 0 checks, locks and writes the folder; every process learns the outcome."""
-        outcome: tuple[str, Any] = ("ok", False)
-        if world.is_main:
+    def _on_rank0(self, action) -> Any:
+        """Run `action` on rank 0; every process gets its result or its one-line error."""
+        outcome: tuple[str, Any] = ("ok", None)
+        if distributed.is_main_process():
             try:
-                outcome = ("ok", self._prepare(config, world, resume=resume, force=force))
+                outcome = ("ok", action())
             except VQBenchError as err:
                 outcome = ("error", str(err))
         outcome = distributed.broadcast_object(outcome)
@@ -193,7 +221,53 @@ class RunDir:
             raise VQBenchError(outcome[1])
         return outcome[1]
 
-    def _prepare(self, config, world: distributed.World, *, resume: bool, force: bool) -> bool:
+    def decide(self, config, world: distributed.World, *, resume: bool, force: bool) -> bool:
+        """Whether this start resumes the run in the folder, decided before anything is written
+        (rank 0 reads the folder; every process learns the outcome)."""
+        fingerprint = config.fingerprint()
+        return self._on_rank0(lambda: self.check(fingerprint, resume=resume, force=force))
+
+    def check_same_data(self, digest: dict[str, Any] | None) -> None:
+        """A resumed run trains on the images its first start recorded (rank 0 checks)."""
+
+        def check() -> None:
+            recorded = self.environment().get("data")
+            if recorded and digest and recorded != digest:
+                raise VQBenchError(
+                    f"the training images changed since this run started ({recorded['images']} "
+                    f"images then, {digest['images']} now; listing {recorded['listing']} then, "
+                    f"{digest['listing']} now); restore them, or start over with --force"
+                )
+
+        self._on_rank0(check)
+
+    def prepare(
+        self,
+        config,
+        world: distributed.World,
+        *,
+        resume: bool,
+        force: bool,
+        step: int = 0,
+        data: dict[str, Any] | None = None,
+    ) -> None:
+        """Rank 0 locks the folder and writes what a start records; `resume` is what `decide`
+        said, and is checked again under the lock."""
+
+        def write() -> None:
+            if (
+                self._prepare(config, world, resume=resume, force=force, step=step, data=data)
+                != resume
+            ):
+                raise VQBenchError(
+                    f"run folder '{self.path}' changed while this run was starting; try again"
+                )
+
+        self._on_rank0(write)
+
+    def _prepare(
+        self, config, world: distributed.World, *, resume: bool, force: bool, step: int, data
+    ) -> bool:
         fingerprint = config.fingerprint()
         resuming = self.check(fingerprint, resume=resume, force=force)
         try:
@@ -203,20 +277,27 @@ class RunDir:
                 f"cannot create the run folder '{self.path}' ({err.strerror}); choose another --out"
             ) from None
         self.acquire_lock()
-        if force and not resuming:
-            self.clear()
         try:
+            if resuming != resume:  # the folder changed since `decide`: write nothing
+                self.release_lock()
+                return resuming
+            if force and not resuming:
+                self.clear()
             self._write_once("fingerprint", fingerprint + "\n")
             self._write_once("config.yaml", yaml.safe_dump(config.resolved(), sort_keys=False))
             if not (self.path / "env.json").is_file():
-                atomic_write_json(self.path / "env.json", environment(world))
-            if not resuming:
-                self.set_status("running", 0)
-        except OSError as err:
-            raise VQBenchError(
-                f"cannot write into the run folder '{self.path}' ({err.strerror}); choose "
-                f"another --out"
-            ) from None
+                atomic_write_json(self.path / "env.json", environment(world, data))
+            try:
+                status = self.status()
+            except VQBenchError:  # damaged: this start writes it again
+                status = {}
+            if status != {"state": "running", "step": step}:
+                self.set_status("running", step)
+            if resuming:
+                self.truncate_log(step)
+        except BaseException:
+            self.release_lock()
+            raise
         return resuming
 
     def clear(self) -> None:
@@ -230,6 +311,24 @@ class RunDir:
                 item.unlink()
 
     # ---- the lock ----------------------------------------------------------------------------
+    def lock_holder(self) -> str | None:
+        """Who holds `.lock` now (its first line), or None; creates nothing."""
+        if self._lock_fd is not None:
+            return None
+        try:
+            fd = os.open(self.path / ".lock", os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return os.read(fd, 512).decode(errors="replace").strip() or "another process"
+        else:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return None
+        finally:
+            os.close(fd)
+
     def acquire_lock(self) -> None:
         """Hold `.lock` while training; refuse (naming the holder) if another process has it."""
         if self._lock_fd is not None:

@@ -12,9 +12,10 @@ import yaml
 
 from vqbench import distributed
 from vqbench.build import build_model
+from vqbench.data import build_split, check_held_out
 from vqbench.errors import VQBenchError
 from vqbench.evaluate import evaluate_run
-from vqbench.files import atomic_write_json, atomic_write_text
+from vqbench.files import atomic_write_json, atomic_write_text, check_writable, write_error
 from vqbench.plots import write_all
 from vqbench.probe import probe_is_complete, probe_run
 from vqbench.report import collect, render_json, render_markdown
@@ -36,18 +37,22 @@ def run_is_complete(run: RunDir, expanded: ExpandedRun) -> bool:
     )
 
 
-def check_data_folders(runs: list[ExpandedRun]) -> None:
-    """Every image folder a run needs exists (listing them waits for the run itself)."""
+def check_data(runs: list[ExpandedRun]) -> None:
+    """Every image folder a run needs exists and holds readable, held-out images: each distinct
+    `data` section is read (headers only) before anything is trained."""
+    seen = set()
     for run in runs:
         data = run.config.data
-        if data.kind != "imagefolder":
+        if data.kind != "imagefolder" or data.model_dump_json() in seen:
             continue
+        seen.add(data.model_dump_json())
         for key, folder in (("root", data.root), ("val_root", data.val_root)):
             if not Path(folder).is_dir():
                 raise VQBenchError(
                     f"dataset folder '{folder}' does not exist (data.{key} of "
                     f"run '{run.name}'); point it at your copy of the images"
                 )
+        check_held_out(build_split(data, train=True), build_split(data, train=False))
 
 
 def check_run_folders(root: Path, suite: Suite, runs: list[ExpandedRun], force: bool) -> None:
@@ -66,13 +71,7 @@ def check_run_folders(root: Path, suite: Suite, runs: list[ExpandedRun], force: 
 
 def check_output_folders(*folders: Path) -> None:
     for folder in folders:
-        for parent in (folder, *folder.parents):
-            if parent.exists():
-                if not parent.is_dir():
-                    raise VQBenchError(
-                        f"'{folder}' cannot be a folder: '{parent}' is a file; choose another"
-                    )
-                break
+        check_writable(folder, "output folder")
 
 
 def record_suite(suite: Suite, folder: Path) -> None:
@@ -102,7 +101,7 @@ def run_suite(
         )
     distributed.pick_device(device)
     check_output_folders(root, results)
-    check_data_folders(runs)
+    check_data(runs)
     check_run_folders(root, suite, runs, force)
     record_suite(suite, root / suite.name)
     done = []
@@ -114,7 +113,9 @@ def run_suite(
             done.append(run.path)
             continue
         state = run.state()
-        resume = state in ("running", "trained") and not force
+        # Resume whatever this run left (also a folder a kill left before its first status);
+        # a diverged run is the user's to decide (--force, or another lr).
+        resume = not force and state != "diverged" and run.recorded_fingerprint() is not None
         log(f"[{i}/{len(runs)}] {expanded.run_id}: {'resuming' if resume else 'training'}")
         if state != "trained" or force:
             train(expanded.config, run.path, resume=resume, force=force, device=device)
@@ -143,7 +144,11 @@ def probe_if_asked(suite: Suite, run: RunDir, tag: str, device, force: bool, log
 
 def write_report(suite: Suite, runs_dir: Path, results_dir: Path) -> Path:
     """`results/<suite>.md`, `.json` and the figures, each written atomically."""
-    results_dir.mkdir(parents=True, exist_ok=True)
+    check_writable(results_dir, "results folder")
+    try:
+        results_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise write_error(results_dir, err) from None
     rows = collect(suite, runs_dir)
     figures = [(title, path.name) for title, path in write_all(suite, rows, results_dir)]
     out = results_dir / f"{suite.name}.md"

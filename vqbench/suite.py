@@ -89,6 +89,15 @@ class SuiteFile(pydantic.BaseModel):
     def _safe_name(cls, name: str) -> str:
         return check_name(name, "suite name")
 
+    @pydantic.field_validator("seeds", mode="before")
+    @classmethod
+    def _a_list_of_seeds(cls, seeds: Any) -> Any:
+        if not isinstance(seeds, list):
+            raise ValueError("give a list of seeds, e.g. [0, 1, 2] (or --seeds N for 0 .. N-1)")
+        if len(set(map(str, seeds))) != len(seeds):
+            raise ValueError("a seed appears twice; each seed names one run folder per run")
+        return seeds
+
     @pydantic.model_validator(mode="after")
     def _runs_or_blocks(self) -> SuiteFile:
         if bool(self.runs) == bool(self.blocks):

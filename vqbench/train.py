@@ -1,8 +1,9 @@
 """Training: one run = one autoencoder + one quantizer + one dataset + one optimiser setting.
 
-Readable top-down: `plan_run` checks everything that can be wrong with the input before a byte
-is written; `train` prepares the run directory, builds the parts and runs one loop of
-generator step, discriminator step, model EMA, logging, epoch-end usage/validation and
+Readable top-down: `train` finds everything that can be wrong before a byte is written (the
+output folder, the config and data in `plan_run`, the model, the checkpoint to resume or the
+quantizer's initialisation from data in `start`), then prepares the run directory and runs one
+loop of generator step, discriminator step, model EMA, logging, epoch-end usage/validation and
 checkpoints. Distributed training and mixed precision are set up once (`vqbench.distributed`);
 the quantizer computes its distances and losses in float32 whatever the autocast. Loss terms
 stay on the device between log steps, so a step waits on the host only when it logs, saves or
@@ -31,6 +32,7 @@ from vqbench.build import (
 from vqbench.checkpoint import (
     TrainState,
     latest_checkpoint,
+    load_error_detail,
     newest_good_checkpoint,
     seed_everything,
 )
@@ -39,7 +41,9 @@ from vqbench.data import (
     EpochBatches,
     balanced_order,
     build_split,
+    check_held_out,
     class_labels,
+    data_digest,
     labelled_batches,
     train_loader,
 )
@@ -88,7 +92,7 @@ def plan_run(config: RunConfig, world: distributed.World) -> Plan:
             f"training images; lower it or add data"
         )
     if config.data.kind == "imagefolder":  # the validation folder too, before writing
-        build_split(config.data, train=False)
+        check_held_out(dataset, build_split(config.data, train=False))
     total = c.steps if c.steps is not None else c.epochs * steps_per_epoch
     return Plan(dataset, micro, accumulation, steps_per_epoch, total)
 
@@ -126,6 +130,19 @@ class StepMeter:
         detail = ", ".join(f"{k}={float(v):.4g}" for k, v in sorted(self.bad_terms.items()))
         raise TrainingDiverged(f"non-finite loss at step {step} ({detail})")
 
+    def state_dict(self) -> dict[str, Any]:
+        """The open window (sums since the last log), kept in checkpoints."""
+        return {
+            "sums": {k: v.detach().cpu() for k, v in self.sums.items()},
+            "steps": self.steps,
+            "elapsed": time.perf_counter() - self.start,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.sums = {k: v.to(self.device) for k, v in state["sums"].items()}
+        self.steps = int(state["steps"])
+        self.start = time.perf_counter() - float(state["elapsed"])
+
     def means(self) -> dict[str, float]:
         """Mean of each term over the window and over processes; starts a new window."""
         local = {k: float(v) / self.steps for k, v in self.sums.items()}
@@ -139,15 +156,16 @@ class RunLog:
 
     def __init__(self, run: RunDir, world: distributed.World, tensorboard: bool) -> None:
         self.run, self.main, self.writer = run, world.is_main, None
-        if tensorboard and self.main:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.writer = SummaryWriter(str(run.tensorboard))
+        self.tensorboard = tensorboard and self.main  # opened at the first record
 
     def record(self, record: dict[str, Any]) -> None:
         if not self.main:
             return
         self.run.log(record)
+        if self.tensorboard and self.writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(self.run.tensorboard))
         if self.writer is not None:
             prefix = "epoch" if "train_usage" in record else "train"
             for key, value in _scalars(record):
@@ -201,14 +219,25 @@ def build_state(
 
 
 def start(state: TrainState, config: RunConfig, plan: Plan, run: RunDir, world, resuming, log):
-    """Resume from the newest good checkpoint, or initialise the quantizer from data."""
+    """Resume from the newest good checkpoint, or initialise the quantizer from data.
+
+    Writes nothing, so that whatever fails here (a checkpoint of another model, too few
+    images for a data-initialised codebook) fails before the first byte is written.
+    """
     found = None
     if resuming:
         found = newest_good_checkpoint(run.checkpoints, config.fingerprint(), warn=log.info)
     if found is not None:
         path, weights, saved = found
         state.ema = ModelEMA(state.model, config.train.ema_decay)
-        state.resume(weights, saved, world)
+        try:
+            state.resume(weights, saved, world)
+        except Exception as err:  # shapes or optimiser groups of another model
+            raise VQBenchError(
+                f"checkpoint '{path}' does not fit this run's model ({load_error_detail(err)}); "
+                f"it was written by other code or settings: use another --out, or --force to "
+                f"start over"
+            ) from None
         if path != latest_checkpoint(run.checkpoints):
             log.info(f"the newest checkpoint could not be used; resuming from {path.name}")
         log.info(f"resumed from {path.name} at step {state.step}")
@@ -223,8 +252,6 @@ def start(state: TrainState, config: RunConfig, plan: Plan, run: RunDir, world, 
             info = quantizer.init_from_data(batches)
             log.info(f"quantizer initialised from data: {info}")
         state.ema = ModelEMA(state.model, config.train.ema_decay)
-    if resuming and log.main:
-        run.truncate_log(state.step)
 
 
 # ---- one step ----------------------------------------------------------------------------------
@@ -308,31 +335,40 @@ def train(
     device: str | None = None,
     show_progress: bool = True,
 ) -> Path:
-    """Train one run into `run_dir` and return `run_dir` (evaluation is separate)."""
+    """Train one run into `run_dir` and return `run_dir` (evaluation is separate).
+
+    Everything that can be wrong is found before the first byte is written: the output folder
+    (`RunDir.decide`), the config and the data (`plan_run`), the model and its optimisers, and
+    the starting point (the checkpoint to resume, or the quantizer's initialisation from data).
+    """
     world = distributed.setup(device)
-    plan = plan_run(config, world)  # everything that can be wrong is found before writing
-    perceptual = load_perceptual(config, world.device)
     run = RunDir(run_dir)
-    resuming = run.prepare(config, world, resume=resume, force=force)
+    resuming = run.decide(config, world, resume=resume, force=force)
+    plan = plan_run(config, world)
+    data = data_digest(plan.dataset)
+    if resuming:
+        run.check_same_data(data)
+    perceptual = load_perceptual(config, world.device)
     log = RunLog(run, world, config.train.tensorboard)
+    state, loss_fn = build_state(config, world, perceptual)
+    start(state, config, plan, run, world, resuming, log)
+    run.prepare(config, world, resume=resuming, force=force, step=state.step, data=data)
     try:
-        _train(config, plan, run, world, resuming, perceptual, log, show_progress)
+        _train(config, plan, run, world, state, loss_fn, log, show_progress)
     finally:
         log.close()
         run.release_lock()
     return run.path
 
 
-def _train(config, plan, run, world, resuming, perceptual, log, show_progress) -> None:
+def _train(config, plan, run, world, state, loss_fn, log, show_progress) -> None:
     c, dev = config.train, world.device
-    state, loss_fn = build_state(config, world, perceptual)
     precision = distributed.pick_precision(c.precision, dev)
     log.info(
         f"parameters: {state.model.parameter_counts()}; global batch {c.batch_size} = "
         f"{plan.micro} x {plan.accumulation} accumulation x {world.size} processes; "
         f"{plan.total_steps} steps on {dev}"
     )
-    start(state, config, plan, run, world, resuming, log)
     trained = distributed.wrap(state.model, world, broadcast_buffers=False)
     disc = distributed.wrap(state.discriminator, world) if state.discriminator else None
     if c.compile:
@@ -340,9 +376,14 @@ def _train(config, plan, run, world, resuming, perceptual, log, show_progress) -
     q = state.model.quantizer  # per-epoch usage (per index for a composite)
     usage = CodebookUsage(q.codebook_size, index_sizes=q.index_sizes(), product=False).to(dev)
     meter = StepMeter(dev)
+    if state.progress:  # a resumed run continues the epoch's counts and the loss window
+        usage.load_state_dict(state.progress["usage"])
+        meter.load_state_dict(state.progress["meter"])
+    first_step = state.step
 
     def save() -> None:
         meter.check_finite()  # never keep a diverged state
+        state.progress = {"usage": usage.state_dict(), "meter": meter.state_dict()}
         state.save(run.checkpoints, world, config.fingerprint(), c.keep_checkpoints)
         if world.is_main:
             run.set_status("running", state.step)
@@ -375,12 +416,14 @@ def _train(config, plan, run, world, resuming, perceptual, log, show_progress) -
                 if state.step % c.log_every == 0 or state.step == plan.total_steps:
                     meter.check_finite()
                     log_step(log, meter, state.step, epoch, config, plan, progress)
+                if state.step % plan.steps_per_epoch == 0 or state.step == plan.total_steps:
+                    meter.check_finite()
+                    end_epoch(log, usage, state, epoch, config, world)
+                # After the epoch's record, so that a checkpoint never precedes a record of
+                # its own step: a resumed run neither loses nor repeats a record.
                 if state.step % c.checkpoint_every == 0 and state.step < plan.total_steps:
                     save()
                 progress.update(1)
-            if state.step % plan.steps_per_epoch == 0 or state.step == plan.total_steps:
-                meter.check_finite()
-                end_epoch(log, usage, state, epoch, config, world)
     except TrainingDiverged as err:
         last = latest_checkpoint(run.checkpoints)
         if world.is_main:
@@ -391,7 +434,8 @@ def _train(config, plan, run, world, resuming, perceptual, log, show_progress) -
         ) from None
     finally:
         progress.close()
-    save()
+    if state.step > first_step or latest_checkpoint(run.checkpoints) is None:
+        save()  # (a finished run resumed again keeps its final checkpoint as it is)
     if world.is_main:
         run.set_status("trained", state.step)
 

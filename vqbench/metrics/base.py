@@ -44,6 +44,14 @@ class Metric:
             setattr(self, name, getattr(self, name).to(device))
         return self
 
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """This process's states (copies on the CPU), to checkpoint a metric mid-epoch."""
+        return {name: getattr(self, name).detach().cpu().clone() for name in self._defaults}
+
+    def load_state_dict(self, states: dict[str, torch.Tensor]) -> None:
+        for name in self._defaults:
+            setattr(self, name, states[name].to(getattr(self, name).device))
+
     def synced_states(self) -> dict[str, torch.Tensor]:
         """Every state summed over processes (a copy; local states are left as they are)."""
         states = {name: getattr(self, name).clone() for name in self._defaults}

@@ -12,11 +12,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import pydantic
 import torch
+from pydantic import PositiveInt
 from torch import nn
 
 from vqbench.errors import VQBenchError, did_you_mean
 from vqbench.models.conv import ConvDecoder, ConvEncoder
+from vqbench.params import format_validation_error
 from vqbench.quantizer import Quantizer, QuantizerOutput
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -60,8 +63,46 @@ class Autoencoder(nn.Module):
         }
 
 
+class ConvSettings(pydantic.BaseModel):
+    """The settings of a conv preset, checked before a model is built."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", strict=True)
+    ch: PositiveInt
+    ch_mult: list[PositiveInt] = pydantic.Field(min_length=1)
+    num_res_blocks: PositiveInt
+    attention: bool
+
+    @pydantic.model_validator(mode="after")
+    def _group_norm_fits(self) -> ConvSettings:
+        for width in (self.ch * m for m in self.ch_mult):
+            if width > 32 and width % 32:
+                raise ValueError(
+                    f"ch x ch_mult gives {width} channels, which GroupNorm's 32 groups do not "
+                    f"divide; use widths that are multiples of 32 (or at most 32)"
+                )
+        return self
+
+
+class ViTSettings(pydantic.BaseModel):
+    """The settings of a ViT preset, checked before a model is built."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", strict=True)
+    patch: PositiveInt
+    width: PositiveInt
+    depth: PositiveInt
+    heads: PositiveInt
+    mlp: PositiveInt
+
+    @pydantic.model_validator(mode="after")
+    def _heads_divide_width(self) -> ViTSettings:
+        if self.width % self.heads:
+            raise ValueError(f"width={self.width} is not a multiple of heads={self.heads}")
+        return self
+
+
 def check_overrides(preset: str, overrides: dict[str, Any]) -> None:
-    """Every key of `model.overrides` is a setting of the preset (z_channels is the quantizer's)."""
+    """Every key of `model.overrides` is a setting of the preset (z_channels is the quantizer's)
+    and every value has the right type and range."""
     allowed = sorted(set(_preset(preset)) - {"kind"})
     for key in overrides:
         if key == "z_channels":
@@ -74,6 +115,14 @@ def check_overrides(preset: str, overrides: dict[str, Any]) -> None:
                 f"model.overrides: unknown key '{key}' for preset '{preset}';"
                 f"{did_you_mean(key, allowed) or ' remove it'} (settings: {', '.join(allowed)})"
             )
+    spec = {**_preset(preset), **overrides}
+    settings = ViTSettings if spec.pop("kind") == "vit" else ConvSettings
+    try:
+        settings(**spec)
+    except pydantic.ValidationError as err:
+        raise VQBenchError(
+            format_validation_error("model.overrides", err, settings, joiner=".")
+        ) from None
 
 
 def preset_downsampling(preset: str, **overrides: Any) -> int:
