@@ -88,8 +88,10 @@ def _reference_round(value: float, bits: int) -> float:
     exponent = max(exponent, -125)  # float32 subnormals keep a fixed spacing
     scaled = math.ldexp(value, bits - exponent)
     rounded = math.ldexp(round(scaled), exponent - bits)  # round() is ties-to-even
-    return struct.unpack("f", struct.pack("f", rounded))[0] if abs(rounded) < 3.4e38 else (
-        math.copysign(math.inf, rounded)
+    return (
+        struct.unpack("f", struct.pack("f", rounded))[0]
+        if abs(rounded) < 3.4e38
+        else (math.copysign(math.inf, rounded))
     )
 
 
