@@ -118,8 +118,9 @@ def test_a_steady_state_step_makes_no_host_synchronisation(name, precision, tmp_
 
 def test_the_counter_sees_a_synchronisation(tmp_path, monkeypatch):
     """The check can fail: a quantizer that reads a value on the host is caught."""
-    from vqbench.quantizer import ExplicitCodebookQuantizer
     from vqbench_quantizers.vanilla import VanillaVQ
+
+    from vqbench.quantizer import ExplicitCodebookQuantizer
 
     def quantize_tokens(self, z):
         out = ExplicitCodebookQuantizer.quantize_tokens(self, z)
