@@ -41,6 +41,7 @@ from vqbench.evaluate import evaluate_split
 from vqbench.losses import AutoencoderLoss
 from vqbench.metrics import CodebookUsage
 from vqbench.rundir import RunDir
+from vqbench.timing import QuantizerTimer
 
 
 class TrainingDiverged(RuntimeError):
@@ -321,6 +322,7 @@ def _train(config, plan, run, world, resuming, perceptual, log, show_progress) -
         trained = torch.compile(trained)
     usage = CodebookUsage(state.model.quantizer.codebook_size).to(dev)
     meter = StepMeter(dev)
+    timer = QuantizerTimer(state.model.quantizer, dev) if c.time_quantizer else None
 
     def save() -> None:
         meter.check_finite()  # never keep a diverged state
@@ -355,7 +357,7 @@ def _train(config, plan, run, world, resuming, perceptual, log, show_progress) -
                 state.step += 1
                 if state.step % c.log_every == 0 or state.step == plan.total_steps:
                     meter.check_finite()
-                    log_step(log, meter, state.step, epoch, config, plan, progress)
+                    log_step(log, meter, state.step, epoch, config, plan, progress, timer)
                 if state.step % c.checkpoint_every == 0 and state.step < plan.total_steps:
                     save()
                 progress.update(1)
@@ -377,7 +379,7 @@ def _train(config, plan, run, world, resuming, perceptual, log, show_progress) -
         run.set_status("trained", state.step)
 
 
-def log_step(log, meter, step, epoch, config, plan, progress) -> None:
+def log_step(log, meter, step, epoch, config, plan, progress, timer=None) -> None:
     elapsed = time.perf_counter() - meter.start
     steps = meter.steps
     means = meter.means()
@@ -388,6 +390,10 @@ def log_step(log, meter, step, epoch, config, plan, progress) -> None:
         "lr": config.optim.lr,
         "images_per_s": steps * config.train.batch_size / max(elapsed, 1e-9),
     }
+    if timer is not None:  # train.time_quantizer: the quantizer's share of the step
+        step_ms, quantizer_ms = 1000 * elapsed / steps, timer.take() / steps
+        record.update(step_ms=step_ms, quantizer_ms=quantizer_ms)
+        record["quantizer_share"] = quantizer_ms / step_ms
     log.record(record)
     progress.set_postfix(loss=f"{means.get('total', 0):.4f}", img_s=f"{record['images_per_s']:.0f}")
 
