@@ -87,7 +87,28 @@ def case_id(case):
     return f"{impl}-{method}{extra}-{size}"
 
 
+def device_name() -> str:
+    return torch.cuda.get_device_name(DEVICE) if DEVICE.type == "cuda" else "cpu"
+
+
+def synchronised(step):
+    """On CUDA the step returns before the GPU is done: time it to the end of its work."""
+    if DEVICE.type != "cuda":
+        return step
+
+    def step_and_wait():
+        step()
+        torch.cuda.synchronize()
+
+    return step_and_wait
+
+
 def peak_extra_memory(impl, method, size, params, precision) -> float:
+    if DEVICE.type == "cuda":  # the allocator's peak is per process and can be reset
+        from measure import measure
+
+        result = measure(impl, method, size, TOKENS, DIM, params, DEVICE, 1, precision)
+        return result["peak_extra_mib"]
     cmd = [
         sys.executable,
         str(MEASURE),
@@ -132,12 +153,16 @@ def test_forward_backward(benchmark, case, precision):
             "tokens": TOKENS,
             "dim": DIM,
             "device": DEVICE.type,
+            "device_name": device_name(),
             "precision": precision,
             "threads": torch.get_num_threads(),
         }
     )
     benchmark.pedantic(
-        step, rounds=1 if slow else 3, warmup_rounds=1, iterations=1 if DEVICE.type == "cpu" else 10
+        synchronised(step),
+        rounds=1 if slow else 3,
+        warmup_rounds=1,
+        iterations=1 if DEVICE.type == "cpu" else 10,
     )
     del step
     benchmark.extra_info["peak_extra_mib"] = peak_extra_memory(

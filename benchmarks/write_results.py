@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -18,6 +19,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 from tabulate import tabulate  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from gpu_results import GPU_SPEEDUP_TARGETS, engine_section, gpu_sections  # noqa: E402
+
+#: Rows of one quantizer forward+backward (test_quantizers.py).
+QUANTIZER_IMPLS = ("vqbench", "vqtorch", "floor")
 SPEEDUP_TARGETS = {"ema": 5.0, "simvq": 2.0, "vanilla": 2.0, "lfq": 50.0}
 EXPLICIT = ("vanilla", "ema", "simvq", "fc", "group_vq")
 
@@ -75,7 +81,11 @@ def mark(ok: bool) -> str:
     return "yes" if ok else "**no**"
 
 
-def main_table(rows, precision) -> str:
+def main_table(rows, precision, targets=None, unit="s") -> str:
+    """The 65,536-code table; `unit` "ms" for GPU rows (`targets`: the speed-up targets)."""
+    targets = SPEEDUP_TARGETS if targets is None else targets
+    scale = 1000.0 if unit == "ms" else 1.0
+    digits = 2 if unit == "ms" else 3
     by_key = {key(r): r for r in rows}
     floor = by_key.get(("floor", "matmul", 65536, "{}", precision))
     out = []
@@ -90,14 +100,14 @@ def main_table(rows, precision) -> str:
         # The library's case with the same parameters (the families pair their parameters).
         ref = by_key.get(("vqtorch", r["method"], 65536, json.dumps(r["params"]), precision))
         speedup = ref["seconds"] / r["seconds"] if ref else None
-        target = SPEEDUP_TARGETS.get(r["method"]) if ref else None
+        target = targets.get(r["method"]) if ref else None
         to_floor = r["seconds"] / floor["seconds"] if floor and r["method"] in EXPLICIT else None
         out.append(
             [
                 label(r),
-                f"{r['seconds']:.3f}",
+                f"{scale * r['seconds']:.{digits}f}",
                 f"{r['peak_extra_mib']:.0f}",
-                f"{ref['seconds']:.3f}" if ref else "-",
+                f"{scale * ref['seconds']:.{digits}f}" if ref else "-",
                 f"{ref['peak_extra_mib']:.0f}" if ref else "-",
                 f"{speedup:.1f}x" if speedup else "-",
                 f"{target:g}x: {mark(speedup >= target)}" if target else "-",
@@ -107,9 +117,9 @@ def main_table(rows, precision) -> str:
         )
     headers = [
         "quantizer",
-        "vqbench s",
+        f"vqbench {unit}",
         "vqbench MiB",
-        "v-q-p s",
+        f"v-q-p {unit}",
         "v-q-p MiB",
         "speed-up",
         "speed-up target met",
@@ -117,15 +127,22 @@ def main_table(rows, precision) -> str:
         "memory < 1 GiB",
     ]
     floor_line = (
-        f"Floor (one {rows[0]['tokens']} x {rows[0]['dim']} x 65,536 fp32 matmul "
-        f"alone): {floor['seconds']:.3f} s, {floor['peak_extra_mib']:.0f} MiB."
+        f"Floor (one {rows[0]['tokens']} x {rows[0]['dim']} x 65,536 {precision} matmul "
+        f"alone): {scale * floor['seconds']:.{digits}f} {unit}, "
+        f"{floor['peak_extra_mib']:.0f} MiB."
         if floor
         else ""
     )
-    return tabulate(out, headers=headers, tablefmt="github") + "\n\n" + floor_line
+    table = tabulate(out, headers=headers, tablefmt="github", disable_numparse=unit == "ms")
+    return table + "\n\n" + floor_line
 
 
-def groups_table(rows, precision) -> str:
+def seconds_in(seconds: float, unit: str) -> str:
+    """`1.234` in seconds, or `1234.00` in milliseconds (GPU rows)."""
+    return f"{1000 * seconds:.2f}" if unit == "ms" else f"{seconds:.3f}"
+
+
+def groups_table(rows, precision, unit="s") -> str:
     group_rows = sorted(
         (
             r
@@ -143,7 +160,7 @@ def groups_table(rows, precision) -> str:
     out = [
         [
             r["params"]["groups"],
-            f"{r['seconds']:.3f}",
+            seconds_in(r["seconds"], unit),
             f"{r['seconds'] / base['seconds']:.2f}",
             f"{r['peak_extra_mib']:.0f}",
         ]
@@ -151,12 +168,17 @@ def groups_table(rows, precision) -> str:
     ]
     worst = max(r["seconds"] for r in group_rows) / base["seconds"]
     return (
-        tabulate(out, headers=["groups", "seconds", "ratio to k=1", "MiB"], tablefmt="github")
+        tabulate(
+            out,
+            headers=["groups", "seconds" if unit == "s" else unit, "ratio to k=1", "MiB"],
+            tablefmt="github",
+            disable_numparse=unit == "ms",
+        )
         + f"\n\nLargest ratio to k = 1: {worst:.2f} (target <= 1.2: {mark(worst <= 1.2)})."
     )
 
 
-def scaling_table(rows, precision) -> tuple[str, dict]:
+def scaling_table(rows, precision, unit="s") -> tuple[str, dict]:
     series = defaultdict(dict)
     for r in rows:
         if (
@@ -172,7 +194,8 @@ def scaling_table(rows, precision) -> tuple[str, dict]:
     sizes = sorted({s for v in series.values() for s in v})
     out = []
     for name, points in sorted(series.items()):
-        row = [name] + [f"{points[s]['seconds']:.3f}" if s in points else "-" for s in sizes]
+        times = [seconds_in(points[s]["seconds"], unit) if s in points else "-" for s in sizes]
+        row = [name, *times]
         if 8192 in points and 262144 in points:
             per_code = [points[s]["seconds"] / s for s in (8192, 262144)]
             row.append(f"{per_code[1] / per_code[0]:.2f}")
@@ -181,13 +204,14 @@ def scaling_table(rows, precision) -> tuple[str, dict]:
         out.append(row)
     headers = (
         ["quantizer"]
-        + [f"{s:,} codes (s)" for s in sizes]
+        + [f"{s:,} codes ({unit})" for s in sizes]
         + ["time per code, 262,144 vs 8,192 (1.0 = linear)"]
     )
-    return tabulate(out, headers=headers, tablefmt="github"), series
+    table = tabulate(out, headers=headers, tablefmt="github", disable_numparse=unit == "ms")
+    return table, series
 
 
-def estimator_table(rows, precision) -> str:
+def estimator_table(rows, precision, unit="s") -> str:
     by_key = {key(r): r for r in rows}
     out = []
     for r in rows:
@@ -209,8 +233,8 @@ def estimator_table(rows, precision) -> str:
             [
                 r["method"],
                 name,
-                f"{base['seconds']:.3f}",
-                f"{r['seconds']:.3f}",
+                seconds_in(base["seconds"], unit),
+                seconds_in(r["seconds"], unit),
                 f"{100 * overhead:+.1f}%",
                 target,
                 f"{r['peak_extra_mib']:.0f}",
@@ -222,14 +246,15 @@ def estimator_table(rows, precision) -> str:
         headers=[
             "quantizer",
             "estimator",
-            "ste s",
-            "estimator s",
+            f"ste {unit}",
+            f"estimator {unit}",
             "overhead",
             "rotation < 10%",
             "MiB",
             "v-q-p",
         ],
         tablefmt="github",
+        disable_numparse=unit == "ms",
     )
 
 
@@ -252,6 +277,33 @@ def plot(series, path: Path) -> None:
     plt.close(fig)
 
 
+def quantizer_sections(rows, precision, plot_dir: Path, prefix="", unit="s", targets=None):
+    """The 65,536-code table, groups, estimators and scaling of one precision context."""
+    scaling, series = scaling_table(rows, precision, unit)
+    plot_name = f"RESULTS-{prefix}{precision}.png"
+    plot(series, plot_dir / plot_name)
+    return [
+        "",
+        f"## 65,536 codes, {precision}",
+        "",
+        main_table(rows, precision, targets, unit),
+        "",
+        "### Group-VQ against the number of groups",
+        "",
+        groups_table(rows, precision, unit),
+        "",
+        "### Gradient estimators against the straight-through estimator",
+        "",
+        estimator_table(rows, precision, unit),
+        "",
+        "### Cost against codebook size",
+        "",
+        scaling,
+        "",
+        f"![time and memory against codebook size]({plot_name})",
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("results", type=Path, nargs="+", help="pytest-benchmark JSON file(s)")
@@ -259,49 +311,32 @@ def main() -> None:
     args = parser.parse_args()
     machine, all_rows = {}, []
     for path in args.results:
-        machine, found = load(path)
+        found_machine, found = load(path)
         all_rows += found
-    rows = [r for r in all_rows if r["impl"] != "estimator"]
-    cpu = machine.get("cpu", {}).get("brand_raw") or platform.processor() or "unknown CPU"
-    device = rows[0]["device"]
-    lines = [
-        "# Quantizer benchmarks",
-        "",
-        f"Written by `benchmarks/write_results.py` from "
-        f"{', '.join(f'`{p.name}`' for p in args.results)}. Machine: {cpu}, "
-        f"{rows[0]['threads']} torch threads, device `{device}`, Python "
-        f"{machine.get('python_version')}. One forward+backward at {rows[0]['tokens']:,} tokens "
-        f"x dim {rows[0]['dim']} (median of the rounds; vector-quantize-pytorch (v-q-p) cases "
-        "on CPU run one round after a warm-up). Peak extra memory: the peak resident memory of "
-        "a fresh process over its level just before the first step (CPU), or "
-        "`max_memory_allocated` over the allocation before the step (CUDA). On this shared "
-        "2-core machine two runs of the same case differ by up to about 15%, so smaller "
-        "differences between cases are noise.",
-    ]
-    for precision in sorted({r["precision"] for r in rows}):
-        scaling, series = scaling_table(rows, precision)
-        plot_name = f"RESULTS-{precision}.png"
-        plot(series, args.out.parent / plot_name)
+        if any(r.get("device") == "cpu" and r["impl"] in QUANTIZER_IMPLS for r in found):
+            machine = found_machine  # the CPU heading describes the CPU run's machine
+        machine = machine or found_machine
+    quantizer_rows = [r for r in all_rows if r["impl"] in QUANTIZER_IMPLS]
+    rows = [r for r in quantizer_rows if r["device"] == "cpu"]
+    gpu_rows = [r for r in all_rows if r.get("device") == "cuda"]
+    lines = ["# Quantizer benchmarks"]
+    if rows:
+        cpu = machine.get("cpu", {}).get("brand_raw") or platform.processor() or "unknown CPU"
         lines += [
             "",
-            f"## 65,536 codes, {precision}",
-            "",
-            main_table(rows, precision),
-            "",
-            "### Group-VQ against the number of groups",
-            "",
-            groups_table(rows, precision),
-            "",
-            "### Gradient estimators against the straight-through estimator",
-            "",
-            estimator_table(rows, precision),
-            "",
-            "### Cost against codebook size",
-            "",
-            scaling,
-            "",
-            f"![time and memory against codebook size]({plot_name})",
+            f"Written by `benchmarks/write_results.py` from "
+            f"{', '.join(f'`{p.name}`' for p in args.results)}. Machine: {cpu}, "
+            f"{rows[0]['threads']} torch threads, device `cpu`, Python "
+            f"{machine.get('python_version')}. One forward+backward at {rows[0]['tokens']:,} "
+            f"tokens x dim {rows[0]['dim']} (median of the rounds; vector-quantize-pytorch "
+            "(v-q-p) cases on CPU run one round after a warm-up). Peak extra memory: the peak "
+            "resident memory of a fresh process over its level just before the first step "
+            "(CPU), or `max_memory_allocated` over the allocation before the step (CUDA). On "
+            "this shared 2-core machine two runs of the same case differ by up to about 15%, "
+            "so smaller differences between cases are noise.",
         ]
+        for precision in sorted({r["precision"] for r in rows}):
+            lines += quantizer_sections(rows, precision, args.out.parent)
     alone = estimator_alone_table(all_rows)
     if alone:
         lines += [
@@ -313,6 +348,18 @@ def main() -> None:
             "",
             alone,
         ]
+    lines += engine_section([r for r in all_rows if r.get("device") == "cpu"])
+
+    def gpu_quantizer_sections(gpu, precision):
+        found = [r for r in gpu if r["impl"] in QUANTIZER_IMPLS]
+        if not found:
+            return []
+        return quantizer_sections(
+            found, precision, args.out.parent, "gpu-", "ms", GPU_SPEEDUP_TARGETS
+        )
+
+    lines += gpu_sections(gpu_rows, gpu_quantizer_sections)
+    lines += engine_section(gpu_rows)
     args.out.write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out}")
 

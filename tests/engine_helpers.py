@@ -106,3 +106,45 @@ def assert_same_training(run_a: Path, run_b: Path, *, lr: float, steps: int) -> 
     for key in a:
         diff = (a[key].double() - b[key].double()).abs()
         assert diff.max() <= 2 * lr * steps + 1e-6, key
+
+
+class SteadyStateWindows:
+    """Calls `open_window()` / `close_window()` around the steady-state part of each training
+    step of `vqbench train` run in this process: a window opens once a step's micro-batches
+    are on the device (from step `warmup` on) and closes when the next step's are (so it
+    holds the generator and discriminator steps, the model EMA, the loss meter and the next
+    step's data loading), or when the loop reaches a log, checkpoint or epoch-end host
+    synchronisation (`StepMeter.check_finite`). Install with `install(monkeypatch)`."""
+
+    def __init__(self, open_window, close_window, warmup: int = 2) -> None:
+        self.open_window, self.close_window, self.warmup = open_window, close_window, warmup
+        self.calls = self.windows = 0
+        self.active = False
+
+    def _close(self) -> None:
+        if self.active:
+            self.close_window()
+            self.active = False
+            self.windows += 1
+
+    def install(self, monkeypatch) -> None:
+        import vqbench.train as train_module
+
+        original_batches = train_module.micro_batches
+        original_check = train_module.StepMeter.check_finite
+
+        def micro_batches(*args, **kwargs):
+            batches = original_batches(*args, **kwargs)
+            self._close()
+            self.calls += 1
+            if self.calls > self.warmup:
+                self.open_window()
+                self.active = True
+            return batches
+
+        def check_finite(meter):
+            self._close()
+            return original_check(meter)
+
+        monkeypatch.setattr(train_module, "micro_batches", micro_batches)
+        monkeypatch.setattr(train_module.StepMeter, "check_finite", check_finite)

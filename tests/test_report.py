@@ -1,3 +1,5 @@
+import pytest
+
 from vqbench import create_quantizer
 from vqbench.report import Row, block_table, match_paper_row, paper_rows, summarise
 
@@ -42,3 +44,31 @@ def test_group_column_is_what_the_quantizer_says_of_itself():
     assert create_quantizer("vqgan_lc", codebook_size=256, dim=8).independent_groups() == 1
     assert create_quantizer("fsq", levels=[4, 4], dim=8).independent_groups() == 0
     assert create_quantizer("vanilla", codebook_size=256, dim=8).independent_groups() == 256
+
+
+def test_throughput_leaves_out_the_warm_up_window_and_averages_seeds(tmp_path):
+    import json
+
+    from vqbench.report import throughput, throughput_table
+
+    def run(name, windows):
+        folder = tmp_path / name
+        folder.mkdir()
+        lines = [json.dumps({"step": 10 * (i + 1), **w}) for i, w in enumerate(windows)]
+        (folder / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+        return str(folder)
+
+    warm = {"images_per_s": 10.0, "step_ms": 3200.0, "quantizer_ms": 900.0}
+    a = run("a", [warm, {"images_per_s": 400.0, "step_ms": 80.0, "quantizer_ms": 4.0},
+                  {"images_per_s": 200.0, "step_ms": 160.0, "quantizer_ms": 8.0}])  # fmt: skip
+    b = run("b", [warm, {"images_per_s": 320.0, "step_ms": 100.0, "quantizer_ms": 5.0}])
+    result = throughput([a, b])
+    # Run a: 2 windows at 400 and 200 images/s -> 2 / (1/400 + 1/200) = 266.67; run b: 320.
+    assert result["images_per_s"] == pytest.approx((800 / 3 + 320) / 2)
+    assert result["step_ms"] == pytest.approx((120 + 100) / 2)
+    assert result["quantizer_ms"] == pytest.approx((6 + 5) / 2)
+    assert result["quantizer_share"] == pytest.approx(5.5 / 110)
+    assert throughput([run("untimed", [{"images_per_s": 5.0}])]) is None
+    r = row("SimVQ", {})
+    r.throughput = result
+    assert "| SimVQ    | 293.3      | 110.0         | 5.50" in throughput_table([r])

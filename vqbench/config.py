@@ -39,6 +39,7 @@ NOT_IN_FINGERPRINT = (
     "train.keep_checkpoints",
     "train.val_every_epoch",
     "train.tensorboard",
+    "train.time_quantizer",
 )
 #: Further keys left out of the settings fingerprint: what a comparison varies.
 NOT_IN_SETTINGS = ("quantizer", "seed", "plugins")
@@ -141,6 +142,7 @@ class TrainConfig(Section):
     keep_checkpoints: PositiveInt = 2
     val_every_epoch: bool = False
     tensorboard: bool = False  # also log to run_dir/tb/ (TensorBoard event files)
+    time_quantizer: bool = False  # log the quantizer's ms per step and share (vqbench.timing)
 
     @pydantic.field_validator("tensorboard")
     @classmethod
@@ -156,6 +158,11 @@ class TrainConfig(Section):
     def _one_budget(self) -> TrainConfig:
         if self.steps is not None:
             self.epochs = None
+        if self.time_quantizer and self.compile:
+            raise ValueError(
+                "time_quantizer stamps the quantizer from Python hooks, which torch.compile "
+                "would break up; turn off compile or time_quantizer"
+            )
         return self
 
 

@@ -84,11 +84,19 @@ def setup(requested_device: str | None = None) -> World:
     if device.type == "cuda":
         device = torch.device("cuda", local_rank if device.index is None else device.index)
         torch.cuda.set_device(device)
-    if size > 1 and not initialized():
+    # Under torchrun the process group starts even for one process, so that
+    # `torchrun --nproc_per_node 1` runs every collective through NCCL (or gloo) as 8 would.
+    launched = size > 1 or "TORCHELASTIC_RUN_ID" in os.environ
+    if launched and not initialized():
         dist.init_process_group(
             backend="nccl" if device.type == "cuda" else "gloo", rank=rank, world_size=size
         )
     return World(rank, size, local_rank, device)
+
+
+def backend() -> str | None:
+    """The process group's backend (`nccl`, `gloo`), or None without one."""
+    return dist.get_backend() if initialized() else None
 
 
 def teardown() -> None:

@@ -73,7 +73,7 @@ def mean_code_distribution(x: torch.Tensor, temperature: float) -> torch.Tensor:
     high = _half_code_log_probs(a[:, :high_bits]).exp()  # (N, 2^high)
     low = _half_code_log_probs(a[:, high_bits:]).exp()  # (N, 2^low)
     total = high.t() @ low  # (2^high, 2^low): sum_n p_n(h, l)
-    count = torch.tensor(float(a.shape[0]), device=a.device, dtype=a.dtype)
+    count = torch.full((), float(a.shape[0]), device=a.device, dtype=a.dtype)  # no host copy
     total = all_reduce_sum_differentiable(total)
     all_reduce_sum(count)
     return (total / count).reshape(-1)

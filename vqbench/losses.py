@@ -116,7 +116,7 @@ class AutoencoderLoss(nn.Module):
                 self.discriminator.requires_grad_(False)
                 g_loss = non_saturating_generator_loss(self.discriminator(x_rec))
                 self.discriminator.requires_grad_(True)
-            weight = torch.tensor(self.gan_weight, device=x.device)
+            weight = torch.full((), self.gan_weight, device=x.device)  # no host copy
             if self.adaptive_gan_weight and last_layer is not None:
                 weight = weight * self.adaptive_weight(nll, g_loss, last_layer)
             terms["gan"] = g_loss

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import pydantic
 import torch
@@ -293,12 +293,18 @@ def codebook_and_commitment_loss(
 
 
 class ExplicitCodebookParams(QuantizerParams):
-    """Parameters every explicit-codebook quantizer shares (SPEC section 2 weights)."""
+    """Parameters every explicit-codebook quantizer shares (SPEC section 2 weights).
+
+    `search_precision` is the arithmetic of the nearest-code distances: `fp32`, or `tf32` /
+    `bf16` (tensor cores on CUDA) certified to give the same indices as `fp32`
+    (`vqbench.search`).
+    """
 
     codebook_size: pydantic.PositiveInt = 65536
     dim: pydantic.PositiveInt = 128
     beta: pydantic.NonNegativeFloat = 0.25
     codebook_weight: pydantic.NonNegativeFloat = 1.0
+    search_precision: Literal["fp32", "tf32", "bf16"] = "fp32"
 
     def lookup_bytes(self) -> int:
         # The lookup codes in float32, plus what generates them (about as large again).
@@ -317,7 +323,7 @@ class ExplicitCodebookQuantizer(Quantizer):
 
     def lookup(self, z: torch.Tensor, codes: torch.Tensor) -> QuantizerOutput:
         """Nearest code for each token of `z` (both in the lookup space), loss, estimator."""
-        indices = nearest_code(z, codes)
+        indices = nearest_code(z, codes, precision=self.params.search_precision)
         q = F.embedding(indices, codes)
         loss, terms = codebook_and_commitment_loss(
             z, q, codebook_weight=self.params.codebook_weight, beta=self.params.beta

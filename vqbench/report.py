@@ -160,6 +160,7 @@ class Row:
     results: list[dict[str, Any]] = field(default_factory=list)
     probes: list[dict[str, Any]] = field(default_factory=list)  # probe.json of each seed
     metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
+    throughput: dict[str, float] | None = None  # with train.time_quantizer (see `throughput`)
 
     @property
     def codebook_size(self) -> int | None:
@@ -241,7 +242,48 @@ def collect(suite: Suite, runs_dir: Path) -> list[Row]:
                 row.probes.append(probe)
     for row in rows.values():
         row.summarise()
+        if row.operation is None:
+            row.throughput = throughput(row.run_dirs)
     return list(rows.values())
+
+
+def throughput(run_dirs: list[str]) -> dict[str, float] | None:
+    """Steady-state training speed from the runs' logs, mean over seeds: images/s, ms per step,
+    the quantizer's ms per step and its share (`train.time_quantizer`). The first log window
+    (warm-up: allocation, autotuning) is left out. None without quantizer timing."""
+    per_run = []
+    for run_dir in run_dirs:
+        windows = [r for r in RunDir(run_dir).records() if "quantizer_ms" in r]
+        steady = windows[1:] or windows
+        if steady:
+            per_run.append(
+                {
+                    "images_per_s": len(steady) / sum(1 / r["images_per_s"] for r in steady),
+                    "step_ms": statistics.fmean(r["step_ms"] for r in steady),
+                    "quantizer_ms": statistics.fmean(r["quantizer_ms"] for r in steady),
+                }
+            )
+    if not per_run:
+        return None
+    mean = {k: statistics.fmean(r[k] for r in per_run) for k in per_run[0]}
+    mean["quantizer_share"] = mean["quantizer_ms"] / mean["step_ms"]
+    return mean
+
+
+def throughput_table(rows: list[Row]) -> str:
+    lines = [
+        [
+            row.label,
+            f"{row.throughput['images_per_s']:.1f}",
+            f"{row.throughput['step_ms']:.1f}",
+            f"{row.throughput['quantizer_ms']:.2f}",
+            f"{100 * row.throughput['quantizer_share']:.1f}%",
+        ]
+        for row in rows
+        if row.throughput
+    ]
+    headers = ["Method", "images/s", "ms per step", "quantizer ms per step", "quantizer share"]
+    return tabulate(lines, headers=headers, tablefmt="github", disable_numparse=True)
 
 
 # ---- rendering --------------------------------------------------------------------------------
@@ -453,6 +495,17 @@ def render_markdown(
                 if same
                 else " — the block's rows differ in settings the suite declares as varied."
             ),
+            "",
+        ]
+    if any(row.throughput for row in rows):
+        lines += [
+            "## Training speed",
+            "",
+            "Steady state (log windows after the first), from `train.time_quantizer`: the "
+            "quantizer's forward, backward and codebook upkeep, stamped inside each step "
+            "(`vqbench.timing`).",
+            "",
+            throughput_table(rows),
             "",
         ]
     notes = notes_of(suite, rows)

@@ -2,7 +2,7 @@
 
     config.yaml    the resolved config (every default filled in)
     fingerprint    hash of what determines the trained weights (`RunConfig.fingerprint`)
-    env.json       versions, device and world size of the first start
+    env.json       versions, device, world size and process-group backend of the first start
     status.json    running | trained | diverged | finished, and the step
     metrics.jsonl  one JSON record per line (losses, images/s, per-epoch usage)
     checkpoints/   see `vqbench.checkpoint`
@@ -62,6 +62,7 @@ def environment(world: distributed.World, data: dict[str, Any] | None = None) ->
         "device": str(device),
         "device_name": name or platform.machine(),
         "world_size": world.size,
+        "backend": distributed.backend(),
         "threads": torch.get_num_threads(),
         "host": socket.gethostname(),
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -52,6 +52,7 @@ from vqbench.evaluate import evaluate_split
 from vqbench.losses import AutoencoderLoss
 from vqbench.metrics import CodebookUsage
 from vqbench.rundir import RunDir
+from vqbench.timing import QuantizerTimer
 
 
 class TrainingDiverged(RuntimeError):
@@ -380,6 +381,7 @@ def _train(config, plan, run, world, state, loss_fn, log, show_progress) -> None
         usage.load_state_dict(state.progress["usage"])
         meter.load_state_dict(state.progress["meter"])
     first_step = state.step
+    timer = QuantizerTimer(state.model.quantizer, dev) if c.time_quantizer else None
 
     def save() -> None:
         meter.check_finite()  # never keep a diverged state
@@ -415,7 +417,7 @@ def _train(config, plan, run, world, state, loss_fn, log, show_progress) -> None
                 state.step += 1
                 if state.step % c.log_every == 0 or state.step == plan.total_steps:
                     meter.check_finite()
-                    log_step(log, meter, state.step, epoch, config, plan, progress)
+                    log_step(log, meter, state.step, epoch, config, plan, progress, timer)
                 if state.step % plan.steps_per_epoch == 0 or state.step == plan.total_steps:
                     meter.check_finite()
                     end_epoch(log, usage, state, epoch, config, world)
@@ -440,7 +442,7 @@ def _train(config, plan, run, world, state, loss_fn, log, show_progress) -> None
         run.set_status("trained", state.step)
 
 
-def log_step(log, meter, step, epoch, config, plan, progress) -> None:
+def log_step(log, meter, step, epoch, config, plan, progress, timer=None) -> None:
     elapsed = time.perf_counter() - meter.start
     steps = meter.steps
     means = meter.means()
@@ -451,6 +453,10 @@ def log_step(log, meter, step, epoch, config, plan, progress) -> None:
         "lr": config.optim.lr,
         "images_per_s": steps * config.train.batch_size / max(elapsed, 1e-9),
     }
+    if timer is not None:  # train.time_quantizer: the quantizer's share of the step
+        step_ms, quantizer_ms = 1000 * elapsed / steps, timer.take() / steps
+        record.update(step_ms=step_ms, quantizer_ms=quantizer_ms)
+        record["quantizer_share"] = quantizer_ms / step_ms
     log.record(record)
     progress.set_postfix(loss=f"{means.get('total', 0):.4f}", img_s=f"{record['images_per_s']:.0f}")
 
