@@ -14,7 +14,11 @@ from tests.engine_helpers import assert_same_training, run_cli, small_config, wr
 
 def test_torchrun_with_one_process_uses_a_process_group(tmp_path):
     config = small_config(
-        "ema", steps=3, batch=4, loss={"perceptual_weight": 0.0, "gan_weight": 0.0}
+        "ema",
+        steps=3,
+        batch=4,
+        loss={"perceptual_weight": 0.0, "gan_weight": 0.0},
+        train={"checkpoint_every": 1, "keep_checkpoints": 8},
     )
     path = write_config(tmp_path / "run.yaml", config)
     plain = run_cli("train", str(path), "--out", str(tmp_path / "plain"), "--device", "cpu")

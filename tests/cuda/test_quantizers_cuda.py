@@ -18,8 +18,20 @@ pytestmark = [pytest.mark.cuda, needs_device]
 
 AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 NAMES = sorted(SMALL_CONFIGS)
-EXPLICIT = [n for n in NAMES if n not in ("fsq", "lfq")]
-ESTIMATOR_PARAMS = {"ste": {}, "rotation": {}, "radius": {"radius": "clipped", "scale": 0.5}}
+#: The quantizers whose nearest-code search takes a `search_precision`.
+EXPLICIT = [
+    n
+    for n in NAMES
+    if "search_precision" in type(create_quantizer(n, **SMALL_CONFIGS[n]).params).model_fields
+]
+ESTIMATOR_PARAMS = {
+    "ste": {},
+    "rotation": {},
+    "radius": {"radius": "clipped", "scale": 0.5, "detach_radius": False},
+    # DiVeQ's noise is drawn on the device, where CUDA's generator differs from the CPU's:
+    # the deterministic part is compared (the noise: tests/estimators/test_diveq.py).
+    "diveq": {"noise_variance": 0.0},
+}
 
 
 def _build(name: str, **extra) -> torch.nn.Module:
@@ -52,10 +64,15 @@ def _compare(name, extra, precision, input_dtype=torch.float32):
     assert out_gpu.z_q.dtype == z.dtype
     torch.testing.assert_close(out_gpu.z_q.float().cpu(), out_cpu.z_q.float(), **_tol(precision))
     torch.testing.assert_close(out_gpu.loss.float().cpu(), out_cpu.loss, rtol=1e-4, atol=1e-6)
-    torch.testing.assert_close(gz_gpu.float(), gz_cpu, **_tol(precision))
-    assert grads_gpu.keys() == grads_cpu.keys()
-    # Gradients reach the parameters through z_q's dtype: bf16/fp16 inputs round them.
+    # Gradients reach the input and the parameters through z_q's dtype: bf16/fp16 inputs
+    # round them, and a softmax (IBQ's soft path) magnifies that rounding where it cancels.
     exact_grads = input_dtype == torch.float32
+    if exact_grads:
+        torch.testing.assert_close(gz_gpu.float(), gz_cpu, **_tol(precision))
+    else:
+        error = (gz_gpu.float() - gz_cpu).norm() / gz_cpu.norm()
+        assert error < 1e-2, f"input: relative gradient error {error:.3g}"
+    assert grads_gpu.keys() == grads_cpu.keys()
     for key in grads_cpu:
         if exact_grads:
             torch.testing.assert_close(grads_gpu[key], grads_cpu[key], rtol=1e-3, atol=1e-5)

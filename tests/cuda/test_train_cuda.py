@@ -83,7 +83,12 @@ SETTINGS = {  # precision, compile, channels_last
 
 def _train_with(tmp_path, name, setting, quantizer="group_vq", steps=6):
     precision, compiled, channels_last = SETTINGS[setting]
-    train_section = {"precision": precision, "compile": compiled, "channels_last": channels_last}
+    train_section = {
+        "precision": precision,
+        "compile": compiled,
+        "channels_last": channels_last,
+        "log_every": 1,
+    }
     config = small_config(quantizer, steps=steps, train=train_section)
     path = write_config(tmp_path / f"{name}.yaml", config)
     assert main(["train", str(path), "--out", str(tmp_path / name), "--no-eval", *DEVICE_ARG]) == 0
@@ -97,8 +102,11 @@ def test_each_precision_compile_and_channels_last_train(setting, tmp_path):
     assert values and all(torch.isfinite(torch.tensor(v)) for v in values)
     if SETTINGS[setting][0] == "fp32" and setting != "fp32":
         # compile / channels_last change kernels, not the arithmetic: as eager, contiguous.
-        eager = _train_with(tmp_path, "eager", "fp32")
-        assert values == pytest.approx(losses(eager), rel=1e-3)
+        # From the second step on, a rounding difference can flip a near-tied code (see
+        # `assert_same_training`), so only the first step's loss is held to float rounding.
+        eager = losses(_train_with(tmp_path, "eager", "fp32"))
+        assert values[0] == pytest.approx(eager[0], rel=1e-3)
+        assert values == pytest.approx(eager, rel=5e-2)
 
 
 # ---- resume after a kill ------------------------------------------------------------------------
@@ -162,7 +170,12 @@ def test_sigkill_then_resume_on_cuda(deterministic, tmp_path):
 # ---- torchrun with NCCL --------------------------------------------------------------------------
 @needs_cuda
 def test_torchrun_one_process_with_nccl_equals_a_plain_run(tmp_path):
-    config = small_config("ema", steps=4, loss={"perceptual_weight": 0.0, "gan_weight": 0.0})
+    config = small_config(
+        "ema",
+        steps=4,
+        loss={"perceptual_weight": 0.0, "gan_weight": 0.0},
+        train={"checkpoint_every": 1, "keep_checkpoints": 8},
+    )
     path = write_config(tmp_path / "run.yaml", config)
     plain = run_cli("train", str(path), "--out", str(tmp_path / "plain"), *DEVICE_ARG)
     assert plain.returncode == 0, plain.stderr[-2000:]
