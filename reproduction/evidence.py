@@ -11,6 +11,7 @@ import torch
 from scipy.stats import f_oneway
 
 from vqbench.build import load_trained
+from vqbench.errors import VQBenchError
 from vqbench.quantizer import create_quantizer
 from vqbench.rundir import RunDir
 
@@ -20,7 +21,7 @@ RESULTS = Path("results")
 def load_report(suite: str, results: Path = RESULTS) -> dict[str, Any]:
     path = results / f"{suite}.json"
     if not path.is_file():
-        raise SystemExit(
+        raise VQBenchError(
             f"{path} is missing: run `vqbench run suites/repro/"
             f"{suite.removeprefix('repro-')}.yaml` first"
         )

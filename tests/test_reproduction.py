@@ -166,3 +166,12 @@ def test_claim_7_needs_low_p_trained_and_high_p_initial():
     assert "Verdict: **reproduced**." in claim_7_group_distributions(report, FakeEvidence())
     same = FakeEvidence(anova=(0.3, 0.5))
     assert "Verdict: **not reproduced**." in claim_7_group_distributions(report, same)
+
+
+def test_the_command_without_reports_is_one_line_and_exit_2(tmp_path, capsys):
+    from vqbench_reproduction.__main__ import main as reproduction_main
+
+    assert reproduction_main([str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "repro-joint.json is missing" in err[0]
+    assert not (tmp_path / "REPRODUCTION.md").exists()
