@@ -9,7 +9,13 @@ import torch
 
 from vqbench import create_estimator
 
-CASES = {"ste": {}, "rotation": {}, "radius-clipped": {"radius": "clipped"}}
+CASES = {
+    "ste": {},
+    "rotation": {},
+    # A detached radius is the STE exactly (the value is the code): the radius stays live.
+    "radius-clipped": {"radius": "clipped", "detach_radius": False},
+    "diveq": {},
+}
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

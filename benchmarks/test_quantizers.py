@@ -41,7 +41,11 @@ def case_list():
                 "vqbench",
                 method,
                 65536,
-                {**extra, "estimator": "radius", "estimator_params": {"radius": "clipped"}},
+                {
+                    **extra,
+                    "estimator": "radius",
+                    "estimator_params": {"radius": "clipped", "detach_radius": False},
+                },
             )
         )
     cases.append(("vqbench", "lfq", 65536, {}))
