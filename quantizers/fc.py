@@ -65,10 +65,8 @@ class FactorizedVQ(ExplicitCodebookQuantizer):
 
     @torch.no_grad()
     def after_optimizer_step(self) -> None:
-        found = self.restart.after_step() if self.restart is not None else None
-        if found is not None:
-            dead, tokens = found
-            self.embedding[dead] = tokens.to(self.embedding.dtype)  # unit vectors
+        if self.restart is not None:
+            self.restart.restart_codes(self.embedding)  # unit vectors (tokens in lookup space)
 
     def decode_tokens(self, indices: torch.Tensor) -> torch.Tensor:
         return self.project_out(F.embedding(indices, self.codebook()))

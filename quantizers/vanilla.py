@@ -51,7 +51,5 @@ class VanillaVQ(ExplicitCodebookQuantizer):
 
     @torch.no_grad()
     def after_optimizer_step(self) -> None:
-        found = self.restart.after_step() if self.restart is not None else None
-        if found is not None:
-            dead, tokens = found
-            self.embedding[dead] = tokens.to(self.embedding.dtype)
+        if self.restart is not None:
+            self.restart.restart_codes(self.embedding)

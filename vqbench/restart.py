@@ -86,6 +86,15 @@ class DeadCodeRestart(nn.Module):
         self.restarted += count
         return dead, self.draw(tokens, count)
 
+    @torch.no_grad()
+    def restart_codes(self, embedding: torch.Tensor) -> None:
+        """End of an optimiser step for a free codebook: dead rows of `embedding` become
+        tokens of the batch (see `after_step`)."""
+        found = self.after_step()
+        if found is not None:
+            dead, tokens = found
+            embedding[dead] = tokens.to(embedding.dtype)
+
     def draw(self, tokens: torch.Tensor, count: int) -> torch.Tensor:
         """`count` of rank 0's tokens (without replacement when it has enough), broadcast."""
         samples = torch.empty(count, tokens.shape[1], dtype=tokens.dtype, device=tokens.device)
