@@ -1,0 +1,79 @@
+"""What every fixture script shares: the checkout's commit, loading one of its files, writing."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import torch
+from safetensors.torch import save_file
+
+FIXTURES = Path(__file__).resolve().parents[2] / "tests" / "reference" / "fixtures"
+
+
+def parse_args(description: str, repository: str) -> argparse.Namespace:
+    """``--checkout PATH`` (a clone of ``repository``) and ``--out DIR`` (default: the test tree)."""
+    parser = argparse.ArgumentParser(description=f"{description} Reference: {repository}.")
+    parser.add_argument("--checkout", type=Path, required=True, help=f"a clone of {repository}")
+    parser.add_argument("--out", type=Path, default=FIXTURES, help="fixture folder")
+    args = parser.parse_args()
+    if not args.checkout.is_dir():
+        parser.error(f"--checkout {args.checkout} is not a folder; clone {repository} there")
+    return args
+
+
+def checkout_commit(checkout: Path) -> str:
+    """The commit of ``checkout``: ``git rev-parse HEAD``, or a bare mirror's ``HEAD``."""
+    result = subprocess.run(
+        ["git", "-C", str(checkout), "rev-parse", "HEAD"], capture_output=True, text=True
+    )
+    if result.returncode != 0:
+        raise SystemExit(f"{checkout} is not a git checkout: {result.stderr.strip()}")
+    return result.stdout.strip()
+
+
+def load_module(checkout: Path, relative: str, name: str | None = None) -> ModuleType:
+    """Import one file of the checkout by path, without running its package's ``__init__``."""
+    path = checkout / relative
+    if not path.is_file():
+        raise SystemExit(f"{relative} is not in {checkout}; is it the right repository?")
+    name = name or f"reference_{path.stem}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def write_fixture(
+    name: str,
+    tensors: dict[str, torch.Tensor],
+    *,
+    repository: str,
+    checkout: Path,
+    files: list[str],
+    settings: dict,
+    out: Path = FIXTURES,
+) -> Path:
+    """Write ``<name>.safetensors`` and ``<name>.json`` (repository, commit, files, settings)."""
+    out.mkdir(parents=True, exist_ok=True)
+    contiguous = {key: value.detach().cpu().contiguous() for key, value in tensors.items()}
+    save_file(contiguous, out / f"{name}.safetensors")
+    meta = {
+        "name": name,
+        "repository": repository,
+        "commit": checkout_commit(checkout),
+        "files": files,
+        "script": f"tools/reference_fixtures/{Path(sys.argv[0]).name}",
+        "torch": torch.__version__,
+        "settings": settings,
+        "tensors": sorted(contiguous),
+    }
+    (out / f"{name}.json").write_text(json.dumps(meta, indent=2) + "\n")
+    print(f"wrote {out / name}.{{safetensors,json}} from {repository}@{meta['commit'][:12]}")
+    return out / f"{name}.json"
