@@ -17,7 +17,7 @@ FIXTURES = Path(__file__).resolve().parents[2] / "tests" / "reference" / "fixtur
 
 
 def parse_args(description: str, repository: str) -> argparse.Namespace:
-    """``--checkout PATH`` (a clone of ``repository``) and ``--out DIR`` (default: the test tree)."""
+    """``--checkout PATH`` (a clone of ``repository``) and ``--out DIR`` (the test tree)."""
     parser = argparse.ArgumentParser(description=f"{description} Reference: {repository}.")
     parser.add_argument("--checkout", type=Path, required=True, help=f"a clone of {repository}")
     parser.add_argument("--out", type=Path, default=FIXTURES, help="fixture folder")
