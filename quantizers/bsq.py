@@ -18,11 +18,15 @@ so both entropies come from `vqbench.lfq_entropy`, exact and without an `N x 2^b
 The reference approximates the codebook entropy by the sum of the entropies of groups of
 `group_size` bits (an upper bound); `entropy_group_size: 9` does that, the default is exact.
 
-Defaults: temperature 1 (the reference's `inv_temperature`), entropy weight 0.1 (its
-`zeta` 1 times the trainer's `codebook_weight` 0.1), per-sample and codebook weights 1
-(`gamma0`, `gamma`); commitment 0.25 harmonised with `lfq` (the reference's configs use
-`beta: 0`; its loss also divides the entropy term by `inv_temperature`, 1 in every config).
-The commitment term sums over the bits (a squared distance on the sphere), as the reference.
+Defaults (zhaoyue-zephyrus/bsq-vit, every `configs/tokenizer/*bsqvit*.yaml`): temperature 1
+(the reference's `inv_temperature`), entropy weight 0.1 (its `zeta` 1 times the trainer's
+`codebook_weight` 0.1), per-sample and codebook weights 1 (`gamma0`, `gamma`), commitment 0
+(`beta: 0.`; `recipe: shared` gives 0.25). Its loss divides the entropy term by
+`inv_temperature`, 1 in every config. The commitment term sums over the bits (a squared
+distance on the sphere), as the reference. Not reproduced: the trainer's ramp of
+`codebook_weight` from 3x to 1x over its first 2,000 steps (`codebook_rampup_multiplier`), a
+loss schedule outside the quantizer; the configs' entropy groups (`embed_group_size` 9 or 1,
+which must divide the bits) are `entropy_group_size`, exact by default.
 `straight_through`: `scaled` (reference) applies the estimator before the `1/sqrt(bits)` scale,
 so `u` receives the decoder's gradient divided by `sqrt(bits)`; `unit` passes it unchanged
 (vector-quantize-pytorch's `LFQ(spherical=True)`).
@@ -31,7 +35,7 @@ so `u` receives the decoder's gradient divided by `sqrt(bits)`; `unit` passes it
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 import pydantic
 import torch
@@ -50,7 +54,9 @@ class BSQParams(QuantizerParams):
     entropy_weight: pydantic.NonNegativeFloat = 0.1
     sample_entropy_weight: pydantic.NonNegativeFloat = 1.0
     diversity_weight: pydantic.NonNegativeFloat = 1.0
-    commitment_weight: pydantic.NonNegativeFloat = 0.25
+    commitment_weight: pydantic.NonNegativeFloat = 0.0
+
+    shared_recipe: ClassVar[dict[str, Any]] = {"commitment_weight": 0.25}
     entropy_group_size: pydantic.PositiveInt | None = None
     straight_through: Literal["scaled", "unit"] = "scaled"
 

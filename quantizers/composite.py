@@ -14,7 +14,15 @@ product, the number of distinct composite codes.
   stages' gradients (D times the decoder's gradient under the straight-through estimator);
   `gradient: straight_through` (RQ-VAE) puts one `z + sg(sum - z)` around the stack instead,
   so decoder gradients reach neither the stages' estimators nor their output projections.
-  The loss is the sum of the stages' losses (the library's examples sum them).
+  Reference recipe (RQ-VAE, kakaobrain/rq-vae-transformer `RQBottleneck`, and its
+  `configs/imagenet256/stage1/*.yaml`): EMA codebooks (`quantizer: ema`, decay 0.99),
+  `gradient: straight_through`, and the per-stage losses averaged over the depth
+  (`stage_loss: mean`: RQ-VAE's `torch.mean(torch.stack(loss_list))` of
+  `||x - sg(sum_{j<=i} q_j)||^2`, which equals stage i's commitment `||r_i - sg(q_i)||^2`,
+  weight 0.25, in value and in gradient). `stage_loss: sum` is the library's examples (they
+  sum the stages' losses). Not reproduced by default: RQ-VAE's configs share one codebook
+  across depths (`shared: true`) and restart unused codes (`quantizer_params:
+  {restart_after: N}` or `dead_code_threshold`).
 * `product` (PQ; Jegou et al. 2011; vqtorch's `GroupVectorQuant`, the library's
   `GroupedResidualVQ` with one quantizer per group): the channels are split into `parts`
   contiguous parts of `dim / parts`, each quantized on its own; the loss is the mean of the
@@ -65,6 +73,11 @@ class CompositeParams(QuantizerParams):
     def inner_dim(self) -> int:
         return self.dim
 
+    def inner_kwargs(self) -> dict[str, Any]:
+        """The inner quantizer's keyword parameters: `quantizer_params`, the composite's `dim`
+        (split for a product) and its `recipe` unless `quantizer_params` names one."""
+        return {"recipe": self.recipe, **self.quantizer_params, "dim": self.inner_dim()}
+
     def inner_params(self) -> QuantizerParams:
         """The inner quantizer's validated parameters (nothing is allocated)."""
         if "dim" in self.quantizer_params:
@@ -72,7 +85,7 @@ class CompositeParams(QuantizerParams):
                 "quantizer_params: 'dim' is set by the composite (its dim, split over the "
                 "parts of a product); remove it"
             )
-        params = {**self.quantizer_params, "dim": self.inner_dim()}
+        params = self.inner_kwargs()
         try:
             return get_quantizer_class(self.quantizer).check_params(**params)
         except VQBenchError as err:
@@ -101,8 +114,7 @@ class CompositeQuantizer(Quantizer):
         p = self.params
         copies = 1 if p.shared else p.components()
         self.quantizers = nn.ModuleList(
-            create_quantizer(p.quantizer, **p.quantizer_params, dim=p.inner_dim())
-            for _ in range(copies)
+            create_quantizer(p.quantizer, **p.inner_kwargs()) for _ in range(copies)
         )
         self.initialises_from_data = any(q.initialises_from_data for q in self.quantizers)
 
@@ -138,9 +150,13 @@ class CompositeQuantizer(Quantizer):
         columns = indices.split(widths, dim=1)
         return [c.squeeze(1) if c.shape[1] == 1 else c for c in columns]
 
+    def reduction(self) -> str:
+        """How the components' losses combine here: "sum" or "mean"."""
+        return self.loss_reduction
+
     def combine(self, outputs: list[QuantizerOutput]) -> tuple[torch.Tensor, dict]:
-        """The components' losses and stats, summed or averaged (`loss_reduction`)."""
-        scale = 1.0 if self.loss_reduction == "sum" else 1.0 / len(outputs)
+        """The components' losses and stats, summed or averaged (`reduction()`)."""
+        scale = 1.0 if self.reduction() == "sum" else 1.0 / len(outputs)
         loss = sum(out.loss for out in outputs) * scale
         stats: dict[str, torch.Tensor] = {}
         for out in outputs:
@@ -172,8 +188,10 @@ class CompositeQuantizer(Quantizer):
 
 
 class ResidualParams(CompositeParams):
+    quantizer: str = "ema"
     stages: pydantic.PositiveInt = 2
-    gradient: Literal["sum", "straight_through"] = "sum"
+    gradient: Literal["sum", "straight_through"] = "straight_through"
+    stage_loss: Literal["mean", "sum"] = "mean"
 
     def components(self) -> int:
         return self.stages
@@ -184,7 +202,9 @@ class ResidualQuantizer(CompositeQuantizer):
     """Residual quantization: each stage quantizes what the previous stages left."""
 
     Params = ResidualParams
-    loss_reduction = "sum"
+
+    def reduction(self) -> str:
+        return self.params.stage_loss
 
     def quantize_tokens(self, z: torch.Tensor) -> QuantizerOutput:
         residual, total, outputs = z, torch.zeros_like(z), []

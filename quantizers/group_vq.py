@@ -3,7 +3,7 @@
 The `n` codes are split into `k` groups. Group j is generated from frozen random core vectors
 through its own trained projector (Eq. 7):
 
-    G_j = Ĝ_j W_j + b_j,     Ĝ_j frozen random,  W_j in R^{r x d},  b_j in R^d (zero init)
+    G_j = Ĝ_j W_j + b_j,     Ĝ_j frozen random,  W_j in R^{r x d},  b_j in R^d
 
 so codes are optimised jointly within a group (they share W_j, b_j) and independently across
 groups: a loss that only touches group j's codes gives every other projector a zero gradient
@@ -29,8 +29,12 @@ Parameterisation (SPEC section 3): each group is SimVQ's. The core is N(0, 1/r) 
 bias, not only from the same initial code scale: Adam's step is set by the learning rate, so
 the scale of W (not only of the codes) fixes how fast the codebook moves. (An N(0, I) core with
 W_j ~ U(-1/r, 1/r) has the same initial codes but moves about sqrt(r) times faster.) The MLP
-projector's layers are initialised as `nn.Linear`'s weights too; its hidden width is d. The
-paper is silent on: per-group biases (Eq. 7 has them; zero init), the default k = 64.
+projector's layers are initialised as `nn.Linear`'s weights too; its hidden width is d. Biases
+(`bias_init`): `linear` (default) draws each group's b_j as `nn.Linear(r, d)` draws its bias,
+U(-1/sqrt(r), 1/sqrt(r)), as SimVQ's `embedding_proj` does, so that `groups=1` starts from
+SimVQ's distribution (initial codebook offset ~0.55 from the origin at d = r = 32, not ~0.02);
+`zero` is the paper's Appendix B (zero-initialised biases). The MLP's hidden bias follows the
+same option. The paper is silent on the default k = 64.
 
 Resampling and extension draw new core rows from the training distribution with a generator
 seeded by both `core_seed` and the draw's `seed` (and the operation), so a draw never repeats
@@ -64,6 +68,7 @@ class GroupVQParams(ExplicitCodebookParams):
     mlp_hidden: pydantic.PositiveInt | None = None
     group_sizes: list[pydantic.PositiveInt] | None = None
     bias: bool = True
+    bias_init: Literal["linear", "zero"] = "linear"
     core_seed: pydantic.NonNegativeInt = 0
 
     @pydantic.model_validator(mode="after")
@@ -106,11 +111,29 @@ def linear_default_init(groups: int, fan_in: int, fan_out: int) -> torch.Tensor:
     return torch.empty(groups, fan_in, fan_out).uniform_(-bound, bound)
 
 
+def linear_bias_init(groups: int, fan_in: int, fan_out: int, kind: str) -> torch.Tensor:
+    """`(groups, 1, fan_out)` biases: `nn.Linear(fan_in, fan_out)`'s default,
+    U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (`linear`), or zeros (`zero`, Appendix B)."""
+    if kind == "zero":
+        return torch.zeros(groups, 1, fan_out)
+    bound = fan_in**-0.5
+    return torch.empty(groups, 1, fan_out).uniform_(-bound, bound)
+
+
 class GroupProjector(nn.Module):
     """k per-group maps from rank r to dim d, applied to cores `(m, r)` (shared by all groups)
     or `(k, m, r)` (one block per group); returns `(k, m, d)`."""
 
-    def __init__(self, groups: int, rank: int, dim: int, kind: str, hidden: int, bias: bool):
+    def __init__(
+        self,
+        groups: int,
+        rank: int,
+        dim: int,
+        kind: str,
+        hidden: int,
+        bias: bool,
+        bias_init: str = "linear",
+    ):
         super().__init__()
         self.kind = kind
         self.weight = self.mlp_in = self.mlp_out = None
@@ -118,9 +141,9 @@ class GroupProjector(nn.Module):
             self.weight = nn.Parameter(linear_default_init(groups, rank, dim))
         if kind in ("mlp", "linear+mlp"):
             self.mlp_in = nn.Parameter(linear_default_init(groups, rank, hidden))
-            self.mlp_in_bias = nn.Parameter(torch.zeros(groups, 1, hidden))
+            self.mlp_in_bias = nn.Parameter(linear_bias_init(groups, rank, hidden, bias_init))
             self.mlp_out = nn.Parameter(linear_default_init(groups, hidden, dim))
-        self.bias = nn.Parameter(torch.zeros(groups, 1, dim)) if bias else None
+        self.bias = nn.Parameter(linear_bias_init(groups, rank, dim, bias_init)) if bias else None
 
     @staticmethod
     def _per_group(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -158,7 +181,9 @@ class GroupVQ(ExplicitCodebookQuantizer):
         k, r = p.groups, p.rank_
         rows = p.codebook_size // k if p.shared_core else p.codebook_size
         self.register_buffer("core", seeded_normal((rows, r), p.core_seed, std=r**-0.5))
-        self.projector = GroupProjector(k, r, p.dim, p.projector, p.mlp_hidden or p.dim, p.bias)
+        self.projector = GroupProjector(
+            k, r, p.dim, p.projector, p.mlp_hidden or p.dim, p.bias, p.bias_init
+        )
 
     # ---- layout ---------------------------------------------------------------------------
     @property

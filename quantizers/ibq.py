@@ -19,14 +19,17 @@ no `N x K` table is held (2 GiB per tensor at 8,192 x 65,536). The value is `E[i
 `z_q = q + (m - sg(m))` with `m = softmax(l) sg(E)`, whose gradient is the reference's.
 
 Defaults: the codes start N(0, 1) (the reference's `nn.Embedding`); entropy weight 0.05 and
-temperature 0.01 (its 16,384 and 262,144 configs). The commitment/codebook split is SPEC's
-harmonised one (beta 0.25 on commitment, 1.0 on the codebook term); the reference weighs them
-the other way round (`beta: 1.0, codebook_weight: 0.25` reproduces it). The batch's code
+temperature 0.01 (its 16,384 and 262,144 configs). The commitment/codebook split is the
+reference's (`quant_loss = mean((z_q - z)^2) + mean((sg(q) - z)^2) + beta mean((q - sg(z))^2)`
+with its `beta: 0.25`): `beta` 1.0 on the commitment term, `codebook_weight` 0.25 on the
+codebook term; `recipe: shared` gives commitment 0.25, codebook 1.0. The batch's code
 distribution is summed across processes (the reference keeps it per process). Its `l2_normalize`
 and `remap` options are not offered. The quantizer takes no estimator: IBQ is its own gradient.
 """
 
 from __future__ import annotations
+
+from typing import Any, ClassVar
 
 import pydantic
 import torch
@@ -48,11 +51,15 @@ _TINY = torch.finfo(torch.float32).tiny
 
 
 class IBQParams(ExplicitCodebookParams):
+    beta: pydantic.NonNegativeFloat = 1.0
+    codebook_weight: pydantic.NonNegativeFloat = 0.25
     soft_weight: pydantic.NonNegativeFloat = 1.0
     entropy_weight: pydantic.NonNegativeFloat = 0.05
     temperature: pydantic.PositiveFloat = 0.01
     sample_entropy_weight: pydantic.NonNegativeFloat = 1.0
     diversity_weight: pydantic.NonNegativeFloat = 1.0
+
+    shared_recipe: ClassVar[dict[str, Any]] = {"beta": 0.25, "codebook_weight": 1.0}
 
 
 @register_quantizer("ibq")

@@ -4,9 +4,15 @@ Before training, image features are clustered into `codebook_size` centres that 
 table `F` (`codebook_size x feature_dim`). Only a projector `P: feature_dim -> lookup_dim` is
 trained, so the lookup codes are `C = P(F)`; tokens enter the lookup space through a 1x1 conv
 (`dim -> lookup_dim`, the reference's `quant_conv`) and leave through its mirror. Lookup and
-STE are vanilla VQ's. Loss weights (`recipe`): `harmonised` (default, SPEC section 2: codebook
-1.0, commitment 0.25) or `reference`, VQGAN-LC's own `rate_q 0.1 x (commitment 1 + codebook
-0.33)`, i.e. beta 0.1 and codebook_weight 0.033.
+STE are vanilla VQ's. Loss weights (`recipe`): `reference` (default), VQGAN-LC's own
+`rate_q 0.1 x (commitment 1 + codebook 0.33)`, i.e. beta 0.1 and codebook_weight 0.033, or
+`shared` (codebook 1.0, commitment 0.25; `harmonised` is its old name).
+
+k-means (`kmeans_method`): `lloyd` (default) is the reference's `kmeans_pytorch.kmeans`:
+full-batch Lloyd from random distinct features to `kmeans_tolerance` 1e-4
+(`vqbench.kmeans.lloyd`), with no iteration cap unless `kmeans_iterations` sets one;
+`minibatch` is mini-batch k-means++ (scikit-learn's `MiniBatchKMeans`, or faiss where
+installed), `kmeans_iterations` (default 20) iterations.
 
 Feature extractors (`extractor`):
 * `patches` (default, needs no download): raw `patch_size x patch_size` RGB patches of the
@@ -33,7 +39,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable
-from typing import Literal
+from typing import Any, ClassVar, Literal
 from unittest import mock
 
 import pydantic
@@ -42,7 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vqbench.errors import VQBenchError
-from vqbench.kmeans import kmeans, kmeans_backend
+from vqbench.kmeans import kmeans, kmeans_backend, lloyd
 from vqbench.pretrained import offline
 from vqbench.quantizer import (
     ExplicitCodebookParams,
@@ -65,21 +71,13 @@ class VQGANLCParams(ExplicitCodebookParams):
     max_features: pydantic.PositiveInt = 1_000_000
     kmeans: Literal["global", "per_class"] = "global"
     kmeans_seed: pydantic.NonNegativeInt = 0
-    kmeans_iterations: pydantic.PositiveInt = 20
-    recipe: Literal["harmonised", "reference"] = "harmonised"
+    kmeans_method: Literal["lloyd", "minibatch"] = "lloyd"
+    kmeans_tolerance: pydantic.PositiveFloat = 1e-4
+    kmeans_iterations: pydantic.PositiveInt | None = None
+    beta: pydantic.NonNegativeFloat = REFERENCE_WEIGHTS["beta"]
+    codebook_weight: pydantic.NonNegativeFloat = REFERENCE_WEIGHTS["codebook_weight"]
 
-    @pydantic.model_validator(mode="after")
-    def _reference_weights(self) -> VQGANLCParams:
-        if self.recipe != "reference":
-            return self
-        for name, value in REFERENCE_WEIGHTS.items():
-            if name in self.model_fields_set and getattr(self, name) != value:
-                raise ValueError(
-                    f"recipe='reference' fixes {name}={value} (VQGAN-LC's weights); drop "
-                    f"{name} or use recipe='harmonised'"
-                )
-            object.__setattr__(self, name, value)
-        return self
+    shared_recipe: ClassVar[dict[str, Any]] = {"beta": 0.25, "codebook_weight": 1.0}
 
 
 def hub_offline(on: bool):
@@ -194,9 +192,23 @@ class VQGANLC(ExplicitCodebookQuantizer):
     def cluster(self, features: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         """`(codebook_size, D)` centres: one k-means, or one per class (the reference's)."""
         p = self.params
-        options = dict(seed=p.kmeans_seed, iterations=p.kmeans_iterations)
+        if p.kmeans_method == "lloyd":
+
+            def run(x: torch.Tensor, k: int) -> torch.Tensor:
+                return lloyd(
+                    x,
+                    k,
+                    seed=p.kmeans_seed,
+                    tol=p.kmeans_tolerance,
+                    max_iterations=p.kmeans_iterations,
+                )
+        else:
+
+            def run(x: torch.Tensor, k: int) -> torch.Tensor:
+                return kmeans(x, k, seed=p.kmeans_seed, iterations=p.kmeans_iterations or 20)
+
         if p.kmeans == "global":
-            return kmeans(features, p.codebook_size, **options)
+            return run(features, p.codebook_size)
         if labels is None:
             raise VQBenchError(
                 "vqgan_lc.kmeans='per_class' needs labelled images (class folders of an image "
@@ -210,9 +222,7 @@ class VQGANLC(ExplicitCodebookQuantizer):
                 f"vqgan_lc.kmeans='per_class': {len(present)} classes for {p.codebook_size} "
                 f"codes leaves classes without a centre; use more codes or kmeans='global'"
             )
-        return torch.cat(
-            [kmeans(features[labels == c], int(k), **options) for c, k in zip(present, shares)]
-        )
+        return torch.cat([run(features[labels == c], int(k)) for c, k in zip(present, shares)])
 
     def init_from_data(
         self, batches: Iterable[tuple[torch.Tensor, torch.Tensor | None]]
@@ -228,9 +238,15 @@ class VQGANLC(ExplicitCodebookQuantizer):
             "extractor": self.params.extractor,
             "features_clustered": int(features.shape[0]),
             "classes": int(labels.unique().numel()) if labels is not None else None,
-            "kmeans": f"{self.params.kmeans} ({kmeans_backend()})",
+            "kmeans": f"{self.params.kmeans} ({self.kmeans_name()})",
         }
         return self.init_info
+
+    def kmeans_name(self) -> str:
+        """How the clustering is described in reports."""
+        if self.params.kmeans_method == "lloyd":
+            return f"full-batch Lloyd, tol {self.params.kmeans_tolerance:g}"
+        return f"mini-batch k-means++, {kmeans_backend()}"
 
     # ---- quantization ------------------------------------------------------------------------
     def codebook(self) -> torch.Tensor:

@@ -52,6 +52,23 @@ class Estimator(nn.Module):
     def forward(self, z: torch.Tensor, q: torch.Tensor) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
 
+    # ---- what the estimator's method asks of the quantizer (asked, never guessed) ----------
+    @classmethod
+    def quantizer_defaults(cls) -> dict[str, Any]:
+        """Quantizer parameters the method's reference recipe sets (e.g. DiVeQ trains without
+        codebook or commitment loss); used for fields the quantizer's config leaves unset."""
+        return {}
+
+    def initial_codebook(self, size: int, dim: int) -> torch.Tensor | None:
+        """A free codebook's initial `(size, dim)` codes as the method's code draws them, or
+        None to keep the quantizer's own initialisation."""
+        return None
+
+    def code_replacement(self, size: int) -> nn.Module | None:
+        """The method's own codebook upkeep for a free codebook of `size` codes (an object with
+        `record(indices)` and `replace_codes(embedding)`), or None."""
+        return None
+
     @classmethod
     def describe(cls, params: dict[str, Any]) -> str:
         """How reports name this estimator with these parameters."""

@@ -1,4 +1,5 @@
-"""Seeded k-means through a maintained library: faiss where installed, else scikit-learn."""
+"""Seeded k-means: full-batch Lloyd from random centres (VQGAN-LC's), or a maintained library's
+mini-batch k-means++ (faiss where installed, else scikit-learn)."""
 
 from __future__ import annotations
 
@@ -45,3 +46,50 @@ def kmeans(
         )
         centroids = km.fit(x).cluster_centers_
     return torch.from_numpy(np.asarray(centroids, dtype=np.float32))
+
+
+def _nearest_centre(x: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
+    """Index of the nearest centre (squared Euclidean) of each row, in blocks of rows."""
+    rows = max(1, 2**24 // max(1, centres.shape[0]))
+    return torch.cat(
+        [torch.cdist(x[i : i + rows], centres).argmin(1) for i in range(0, x.shape[0], rows)]
+    )
+
+
+def lloyd(
+    features: torch.Tensor,
+    clusters: int,
+    *,
+    seed: int = 0,
+    tol: float = 1e-4,
+    max_iterations: int | None = None,
+) -> torch.Tensor:
+    """Full-batch Lloyd k-means as VQGAN-LC runs it (`kmeans_pytorch.kmeans`, default
+    `tol=1e-4`): centres start at `clusters` distinct random features; each iteration assigns
+    every feature to its nearest centre and moves each centre to the mean of its features,
+    until `(sum_k ||c_k - c_k'||)^2 < tol` (or `max_iterations`). A centre left without
+    features takes a random feature (kmeans_pytorch's later fix; its 0.3 release gives NaN).
+    Draws come from a generator seeded by `seed`. Returns `(clusters, D)` float32 centres."""
+    n = features.shape[0]
+    if n < clusters:
+        raise VQBenchError(
+            f"k-means needs at least as many features as codes: {n} features for "
+            f"{clusters} codes; give init_from_data more images or lower codebook_size"
+        )
+    x = features.detach().float()
+    generator = torch.Generator().manual_seed(seed)
+    centres = x[torch.randperm(n, generator=generator)[:clusters].to(x.device)].clone()
+    iteration = 0
+    while max_iterations is None or iteration < max_iterations:
+        assign = _nearest_centre(x, centres)
+        counts = torch.bincount(assign, minlength=clusters)
+        sums = torch.zeros_like(centres).index_add_(0, assign, x)
+        new = sums / counts.clamp_min(1).unsqueeze(1).to(x.dtype)
+        empty = (counts == 0).nonzero().squeeze(1)
+        if empty.numel():
+            new[empty] = x[torch.randint(n, (empty.numel(),), generator=generator).to(x.device)]
+        shift = (new - centres).norm(dim=1).sum()
+        centres, iteration = new, iteration + 1
+        if float(shift) ** 2 < tol:
+            break
+    return centres.cpu()

@@ -36,10 +36,36 @@ class QuantizerParams(PluginParams):
 
     `estimator` names the gradient estimator (`vqbench list` shows them) and `estimator_params`
     its parameters; implicit quantizers (FSQ, LFQ) take `ste` only.
+
+    `recipe` chooses the loss weights a parameter left unset takes: `reference` (default), the
+    method's own code (the field defaults, then what the estimator's method asks of the
+    quantizer, e.g. DiVeQ's no auxiliary loss), or `shared`, codebook 1.0 and commitment 0.25
+    wherever the method has those terms (`shared_recipe` lists the fields that change). A
+    value given explicitly always wins. `harmonised` is the old name of `shared`.
     """
 
     estimator: str = "ste"
     estimator_params: dict[str, Any] = {}
+    recipe: Literal["reference", "shared"] = "reference"
+
+    #: Field values of the `shared` recipe that differ from the (reference) field defaults.
+    shared_recipe: ClassVar[dict[str, Any]] = {}
+
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def _recipe_defaults(cls, values: Any) -> Any:
+        """Fill the fields left unset with the chosen recipe's values (explicit values win)."""
+        if not isinstance(values, dict):
+            return values
+        if values.get("recipe") == "harmonised":
+            values = {**values, "recipe": "shared"}
+        recipe = values.get("recipe", "reference")
+        defaults = dict(cls.shared_recipe) if recipe == "shared" else {}
+        estimator = values.get("estimator", "ste")
+        if recipe == "reference" and isinstance(estimator, str) and estimator in ESTIMATORS.names():
+            defaults.update(ESTIMATORS.get(estimator).quantizer_defaults())
+        unset = {k: v for k, v in defaults.items() if k in cls.model_fields and k not in values}
+        return {**values, **unset}
 
     def lookup_bytes(self) -> int:
         """Bytes of the largest tensor the codebook needs; checked before anything is allocated."""

@@ -441,12 +441,34 @@ def recipe_notes(suite: Suite) -> list[str]:
     rows = []
     for run in suite.runs:
         q = run.config.quantizer
-        label = f"{run.label}: `{q.name}` " + (
+        label = f"{run.label} (recipe {recipe_of(q.params)}): `{q.name}` " + (
             ", ".join(f"{k}={v}" for k, v in q.params.items()) or "(defaults)"
         )
         if label not in rows:
             rows.append(label)
-    return notes + ["Quantizers and their parameters: " + "; ".join(rows) + "."]
+    return notes + [RECIPE_NOTE, "Quantizers and their parameters: " + "; ".join(rows) + "."]
+
+
+RECIPE_NOTE = (
+    "Recipes: `reference` trains each quantizer with its authors' loss terms, weights and "
+    "initialisation (the default); `shared` sets codebook 1.0 and commitment 0.25 wherever "
+    "the method has those terms. Explicit parameters override either."
+)
+
+
+def recipe_of(params: dict) -> str:
+    """The recipe a row's quantizer parameters choose (`QuantizerParams.recipe`), with a
+    composite's inner recipe where `quantizer_params` names another."""
+
+    def name(p: dict, default: str = "reference") -> str:
+        recipe = p.get("recipe", default)
+        return "shared" if recipe == "harmonised" else str(recipe)
+
+    outer = name(params)
+    inner = params.get("quantizer_params")
+    if isinstance(inner, dict) and name(inner, outer) != outer:
+        return f"{outer}, inner {name(inner, outer)}"
+    return outer
 
 
 def notes_of(suite: Suite, rows: list[Row]) -> list[str]:

@@ -116,3 +116,86 @@ def build_restart(params: RestartParams, codebook_size: int, *, always: bool = F
     if params.restart_after == 0 and not always:
         return None
     return DeadCodeRestart(codebook_size, params.restart_after, params.restart_seed)
+
+
+class UsageReplacement(nn.Module):
+    """DiVeQ's code replacement (AaltoML DiVeQ `DIVEQ._replace_unused_entries`).
+
+    Each optimiser step marks the codes the global batch used (a code counts once per step,
+    as the reference's `codebook_usage[indices] += 1`, which does not accumulate repeated
+    indices). Every `interval` steps, codes whose usage ratio `count / interval` is below
+    `threshold` become copies of used codes, drawn with replacement with probability
+    proportional to their counts, plus `perturb_eps * N(0, 1)`; then every count is reset.
+    The reference counts forward passes of one process and replaces inside the forward; here
+    the step is the optimiser step of the global batch and the replacement follows it, so
+    every process keeps the same codebook (rank 0 draws, then broadcasts). The host reads
+    the step count once (and after a checkpoint is loaded), then synchronises only on the
+    steps that replace codes.
+    """
+
+    def __init__(
+        self, size: int, interval: int, threshold: float, perturb_eps: float, seed: int = 0
+    ) -> None:
+        super().__init__()
+        self.interval, self.threshold, self.perturb_eps, self.seed = (
+            interval,
+            threshold,
+            perturb_eps,
+            seed,
+        )
+        self.register_buffer("usage", torch.zeros(size, dtype=torch.long))
+        self.register_buffer("steps", torch.zeros((), dtype=torch.long))
+        self.register_buffer("replaced", torch.zeros((), dtype=torch.long))  # codes, in all
+        self._used: torch.Tensor | None = None
+        self._host_steps: int | None = None  # `steps` on the host: no sync on most steps
+        self.register_load_state_dict_post_hook(UsageReplacement._forget_host_steps)
+
+    @staticmethod
+    def _forget_host_steps(module: UsageReplacement, _keys) -> None:
+        module._host_steps = None
+
+    @torch.no_grad()
+    def record(self, indices: torch.Tensor) -> None:
+        """One micro-batch's chosen codes."""
+        if self._used is None:
+            self._used = torch.zeros_like(self.usage)
+        self._used[indices.reshape(-1)] = 1
+
+    @torch.no_grad()
+    def replace_codes(self, embedding: torch.Tensor) -> None:
+        """End of an optimiser step: count the step's used codes; every `interval` steps,
+        replace the rarely used rows of `embedding` and reset the counts."""
+        if self._used is None:
+            return
+        used, self._used = self._used, None
+        all_reduce_sum(used)
+        self.usage += used.clamp_max(1)
+        self.steps += 1
+        if self._host_steps is None:
+            self._host_steps = int(self.steps)  # one host synchronisation (then on the host)
+        else:
+            self._host_steps += 1
+        if self._host_steps % self.interval:
+            return
+        keep = self.usage / self.interval >= self.threshold
+        count = int((~keep).sum())
+        if 0 < count < keep.numel():
+            embedding[~keep] = self.draw(embedding, keep, count).to(embedding.dtype)
+            self.replaced += count
+        self.usage.zero_()
+
+    def draw(self, embedding: torch.Tensor, keep: torch.Tensor, count: int) -> torch.Tensor:
+        """`count` copies of used codes sampled by usage, perturbed (rank 0's, broadcast)."""
+        samples = torch.empty(count, embedding.shape[1], device=embedding.device)
+        if is_main_process():
+            generator = torch.Generator(device=embedding.device)
+            generator.manual_seed(self.seed * 1_000_003 + int(self.steps))
+            kept = keep.nonzero().squeeze(1)
+            probs = self.usage[kept].float()
+            pick = torch.multinomial(probs, count, replacement=True, generator=generator)
+            noise = torch.randn(
+                count, embedding.shape[1], generator=generator, device=embedding.device
+            )
+            samples.copy_(embedding[kept[pick]].float() + self.perturb_eps * noise)
+        broadcast(samples, src=0)
+        return samples

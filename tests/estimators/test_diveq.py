@@ -59,3 +59,62 @@ def test_the_codebook_learns_without_a_codebook_loss():
     unused = torch.ones(16, dtype=torch.bool)
     unused[used] = False
     assert (q.embedding.grad[unused] == 0).all()
+
+
+def test_the_official_recipe_is_the_default():
+    """AaltoML DiVeQ: `normal.Normal(0, noise_var=0.001)` is a standard deviation of 1e-3;
+    no auxiliary loss; codebook U(0, 1/K); replacement every 100 steps below 1% usage."""
+    estimator = create_estimator("diveq")
+    assert estimator.params.noise_variance == pytest.approx(1e-6)
+    torch.manual_seed(0)
+    z, codes = torch.randn(4096, 8), torch.randn(4096, 8)
+    noise = estimator(z.requires_grad_(), codes)  # value q: the noise is in the gradient only
+    torch.testing.assert_close(noise, codes, rtol=0, atol=1e-6)
+    q = create_quantizer("vanilla", codebook_size=64, dim=8, estimator="diveq")
+    assert (q.params.beta, q.params.codebook_weight) == (0.0, 0.0)
+    assert 0 <= float(q.embedding.min()) and float(q.embedding.max()) <= 1 / 64
+    torch.testing.assert_close(q.embedding.mean(), torch.tensor(0.5 / 64), rtol=0.1, atol=0)
+    assert q.replacement.interval == 100 and q.replacement.threshold == 0.01
+    shared = create_quantizer(
+        "vanilla", codebook_size=64, dim=8, estimator="diveq", recipe="shared"
+    )
+    assert (shared.params.beta, shared.params.codebook_weight) == (0.25, 1.0)
+    plain = create_quantizer("vanilla", codebook_size=64, dim=8)
+    assert plain.replacement is None and float(plain.embedding.min()) < 0  # taming's U(-1/K, 1/K)
+    kept = create_quantizer(
+        "vanilla",
+        codebook_size=64,
+        dim=8,
+        estimator="diveq",
+        estimator_params={"codebook_init": "quantizer", "replacement_interval": 0},
+    )
+    assert kept.replacement is None and float(kept.embedding.min()) < 0
+
+
+def test_code_replacement_by_hand():
+    """Interval 4, threshold 0.5: a code used in fewer than 2 of 4 steps is replaced by a copy
+    of a used code drawn by usage (counts: one per step, however many tokens chose it)."""
+    q = create_quantizer(
+        "vanilla",
+        codebook_size=4,
+        dim=2,
+        estimator="diveq",
+        estimator_params={"replacement_interval": 4, "discard_threshold": 0.5, "perturb_eps": 0},
+    ).train()
+    with torch.no_grad():
+        q.embedding.copy_(torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0], [-10.0, 0.0]]))
+    # Steps: code 0 used 4 times (many tokens), code 1 twice, code 2 once, code 3 never.
+    steps = [[0, 0, 0, 1], [0, 0, 1], [0, 2], [0]]
+    for i, codes in enumerate(steps):
+        z = q.embedding.detach()[torch.tensor(codes)].t().reshape(1, 2, 1, -1)
+        q(z)
+        before = q.embedding.detach().clone()
+        q.after_optimizer_step()
+        if i < 3:
+            assert torch.equal(q.embedding, before)
+    assert q.replacement.usage.sum() == 0  # counts reset
+    assert int(q.replacement.replaced) == 2
+    new = q.embedding.detach()
+    assert torch.equal(new[:2], before[:2])  # used codes kept
+    for row in new[2:]:  # replaced by copies of codes 0 or 1
+        assert any(torch.equal(row, before[k]) for k in (0, 1))

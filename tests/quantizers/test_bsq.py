@@ -25,9 +25,20 @@ def brute_force(z: torch.Tensor, temperature: float):
     return torch.cdist(u, codes).argmin(1), sample, -(mean * mean.log()).sum(), p
 
 
-@pytest.mark.parametrize("temperature", [0.01, 0.2, 1.0])
-def test_indices_entropies_and_gradients_equal_brute_force_at_2_to_the_8(temperature):
-    q = create_quantizer("bsq", codebook_size=256, dim=8, temperature=temperature)
+@pytest.mark.parametrize(
+    "temperature, recipe, commitment_weight",
+    [
+        (0.01, "reference", 0.0),
+        (0.2, "reference", 0.0),
+        (1.0, "reference", 0.0),
+        (1.0, "shared", 0.25),
+    ],
+)
+def test_indices_entropies_and_gradients_equal_brute_force_at_2_to_the_8(
+    temperature, recipe, commitment_weight
+):
+    """bsq-vit's configs all set `beta: 0.` (no commitment); `recipe: shared` adds 0.25."""
+    q = create_quantizer("bsq", codebook_size=256, dim=8, temperature=temperature, recipe=recipe)
     z = torch.randn(300, 8, dtype=torch.float64, requires_grad=True)
     out = q.quantize_tokens(z)
     ref_indices, ref_sample, ref_codebook, _ = brute_force(z, temperature)
@@ -36,7 +47,7 @@ def test_indices_entropies_and_gradients_equal_brute_force_at_2_to_the_8(tempera
     torch.testing.assert_close(out.stats["codebook_entropy"], ref_codebook)
     u = F.normalize(z, dim=1)
     commitment = (u - all_codes(8)[ref_indices]).square().sum(1).mean()
-    expected = 0.1 * (ref_sample - ref_codebook) + 0.25 * commitment
+    expected = 0.1 * (ref_sample - ref_codebook) + commitment_weight * commitment
     torch.testing.assert_close(out.loss, expected)
     grad = torch.autograd.grad(out.loss, z)[0]
     ref_grad = torch.autograd.grad(expected, z)[0]

@@ -32,6 +32,9 @@ def test_residual_equals_residual_vq(shared):
         dim=6,
         stages=3,
         shared=shared,
+        quantizer="vanilla",  # the library's configuration, not RQ-VAE's (EMA, averaged)
+        gradient="sum",
+        stage_loss="sum",
         quantizer_params={"codebook_size": 16, "codebook_weight": 1.0, "beta": 1.0},
     ).train()
     copy_codebooks(ours, reference.layers[:1] if shared else reference.layers)
@@ -149,7 +152,7 @@ def test_shared_uses_one_codebook_and_groups_count_each_codebook():
         ({"quantizer_params": {"dim": 4}}, "residual: quantizer_params: 'dim' is set by"),
         (
             {"quantizer_params": {"codebook_size": 0}},
-            "residual: quantizer_params: vanilla.codebook_size=0 is invalid",
+            "residual: quantizer_params: ema.codebook_size=0 is invalid",
         ),
         ({"estimator": "rotation"}, "residual.estimator: a composite has no estimator"),
         ({"stages": 0}, "residual.stages=0 is invalid"),
@@ -163,3 +166,27 @@ def test_bad_parameters_fail_with_one_line(params, message):
 def test_product_parts_must_divide_dim():
     with pytest.raises(VQBenchError, match="product: parts=3 does not divide dim=16"):
         create_quantizer("product", dim=16, parts=3)
+
+
+def test_residual_defaults_are_rq_vaes_recipe():
+    """RQ-VAE: EMA codebooks, one straight-through estimator around the stack, and the mean
+    over depth of `||x - sg(sum_{j<=i} q_j)||^2`, weighted 0.25 (`latent_loss_weight`)."""
+    torch.manual_seed(0)
+    rq = create_quantizer("residual", dim=6, stages=3, quantizer_params={"codebook_size": 8})
+    assert all(q.name == "ema" for q in rq.quantizers)
+    x = torch.randn(50, 6, requires_grad=True)
+    out = rq.train().quantize_tokens(x)
+    partial, codes = [], torch.zeros_like(x)
+    for i, q in enumerate(rq.quantizers):
+        codes = codes + q.decode_tokens(out.indices[:, i])
+        partial.append((x - codes.detach()).pow(2).mean())
+    expected = 0.25 * torch.stack(partial).mean()
+    torch.testing.assert_close(out.loss, expected)
+    (g_ours,) = torch.autograd.grad(out.loss + out.z_q.sum(), x)
+    (g_ref,) = torch.autograd.grad(expected + (x + (codes - x).detach()).sum(), x)
+    torch.testing.assert_close(g_ours, g_ref)
+    summed = create_quantizer(
+        "residual", dim=6, stages=3, stage_loss="sum", quantizer_params={"codebook_size": 8}
+    )
+    summed.load_state_dict(rq.state_dict())
+    torch.testing.assert_close(summed.quantize_tokens(x).loss, 3 * out.loss)

@@ -237,3 +237,57 @@ def test_draws_never_repeat_the_trained_core_whatever_the_seeds(shared_core):
     resampled = q.resample(128, seed=7).core
     assert not (resampled.unsqueeze(1) == q.core.unsqueeze(0)).all(-1).any()
     torch.testing.assert_close(resampled.std(), torch.tensor(8**-0.5), atol=0.05, rtol=0)
+
+
+def init_statistics(q) -> torch.Tensor:
+    """Initial codebook: distance of its mean from the origin, spread about it, mean norm."""
+    codes = q.codebook().detach()
+    centre = codes.mean(0)
+    return torch.stack(
+        [centre.norm(), (codes - centre).norm(dim=1).mean(), codes.norm(dim=1).mean()]
+    )
+
+
+def mean_init_statistics(name: str, seeds: range, **params) -> torch.Tensor:
+    stats = []
+    for seed in seeds:
+        torch.manual_seed(seed)
+        stats.append(init_statistics(create_quantizer(name, core_seed=seed, **params)))
+    return torch.stack(stats).mean(0)
+
+
+def test_one_group_starts_from_simvqs_distribution_without_copying_weights():
+    """SimVQ's `nn.Linear` bias starts U(-1/sqrt(d), 1/sqrt(d)), ~0.55 from the origin at d=32;
+    Group-VQ's per-group bias is drawn the same way (independent seeds, nothing copied), and
+    the paper's zero bias (`bias_init: zero`) starts near the origin."""
+    size = dict(codebook_size=1024, dim=32)
+    simvq = mean_init_statistics("simvq", range(0, 8), **size)
+    group = mean_init_statistics("group_vq", range(100, 108), groups=1, **size)
+    zero = mean_init_statistics("group_vq", range(200, 208), groups=1, bias_init="zero", **size)
+    assert 0.45 < simvq[0] < 0.7, simvq
+    torch.testing.assert_close(group, simvq, rtol=0.1, atol=0)
+    assert zero[0] < 0.1 < simvq[0] * 0.5, (zero, simvq)
+
+
+def test_one_group_trains_like_simvq_in_distribution():
+    """Independent draws of both, 100 Adam steps on the same tokens: the codes move alike."""
+    tokens = torch.randn(256, 32, generator=torch.Generator().manual_seed(4))
+    moved = {"simvq": [], "group_vq": []}
+    for seed in range(4):
+        for name, extra in (("simvq", {}), ("group_vq", {"groups": 1})):
+            torch.manual_seed(seed + (0 if name == "simvq" else 50))
+            q = create_quantizer(name, codebook_size=256, dim=32, core_seed=seed, **extra)
+            moved[name].append(relative_movement(q, tokens))
+    ratio = sum(moved["group_vq"]) / sum(moved["simvq"])
+    assert 0.8 < ratio < 1.25, moved
+
+
+def test_group_biases_start_as_nn_linears_bias():
+    q = create_quantizer("group_vq", codebook_size=4096, dim=64, groups=64)
+    bias = q.group_biases()
+    bound = 64**-0.5
+    assert bias.abs().max() <= bound
+    torch.testing.assert_close(bias.std(), torch.tensor(bound / 3**0.5), rtol=0.05, atol=0)
+    assert q.params.bias_init == "linear"
+    zero = create_quantizer("group_vq", codebook_size=256, dim=8, groups=4, bias_init="zero")
+    assert not zero.group_biases().any()

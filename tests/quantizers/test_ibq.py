@@ -90,10 +90,10 @@ def reference_ibq(z, codes, beta, temperature):
 
 
 def test_quantizer_equals_the_reference_with_its_recipe():
-    """beta 1.0 / codebook_weight 0.25 is the reference's split; entropy weight 0.05, T 0.5."""
-    q = create_quantizer(
-        "ibq", codebook_size=48, dim=5, beta=1.0, codebook_weight=0.25, temperature=0.5
-    )
+    """beta 1.0 / codebook_weight 0.25 (SEED-Voken's split) is the default; entropy weight
+    0.05, T 0.5."""
+    q = create_quantizer("ibq", codebook_size=48, dim=5, temperature=0.5)
+    assert (q.params.beta, q.params.codebook_weight) == (1.0, 0.25)
     q = q.double().train()
     z = (torch.randn(70, 5, dtype=torch.float64) * 0.3).requires_grad_()
     out = q.quantize_tokens(z)
@@ -127,3 +127,14 @@ def test_value_is_the_chosen_code_and_eval_agrees_with_training():
 def test_estimators_are_refused_with_one_line():
     with pytest.raises(VQBenchError, match="ibq.estimator='rotation' is not supported"):
         create_quantizer("ibq", codebook_size=8, dim=4, estimator="rotation")
+
+
+def test_the_shared_recipe_swaps_the_weights():
+    q = create_quantizer("ibq", codebook_size=8, dim=4, recipe="shared")
+    assert (q.params.beta, q.params.codebook_weight) == (0.25, 1.0)
+    z = torch.randn(30, 4, requires_grad=True)
+    out = q.quantize_tokens(z)
+    t = out.stats
+    expected = t["soft"] + 0.25 * t["commitment"] + 1.0 * t["codebook"]
+    expected = expected + 0.05 * (t["per_sample_entropy"] - t["codebook_entropy"])
+    torch.testing.assert_close(out.loss, expected)

@@ -27,20 +27,34 @@ def test_init_from_data_clusters_features_into_the_frozen_codebook():
     info = q.init_from_data(image_batches())
     assert info["extractor"] == "patches"
     assert info["features_clustered"] == 4 * 8 * 64
+    assert "full-batch Lloyd" in info["kmeans"]
     features = torch.cat([q.extract_features(b) for b, _ in image_batches()])
-    # Every centre is the mean of the features nearest to it (a k-means fixed point), up to
-    # MiniBatchKMeans' last partial update; compare with scikit-learn run the same way.
+    # Full-batch Lloyd to the reference's tolerance: every centre is the mean of the features
+    # nearest to it (a k-means fixed point) within the last step's shift (< 0.01 in all).
+    assign = torch.cdist(features, q.features).argmin(1)
+    assert assign.unique().numel() == 32
+    for k in range(32):
+        torch.testing.assert_close(q.features[k], features[assign == k].mean(0), rtol=0, atol=1e-2)
+    assert not q.features.requires_grad
+    assert "features" in q.state_dict()
+    out = q(torch.randn(2, 8, 4, 4))
+    out.loss.backward()
+    assert q.projector.weight.grad.abs().sum() > 0
+
+
+def test_the_minibatch_option_is_scikit_learns_minibatch_kmeans():
+    q = create_quantizer(
+        "vqgan_lc", codebook_size=32, dim=8, lookup_dim=4, patch_size=4, kmeans_method="minibatch"
+    )
+    info = q.init_from_data(image_batches())
+    assert "mini-batch k-means++" in info["kmeans"]
+    features = torch.cat([q.extract_features(b) for b, _ in image_batches()])
     reference = (
         MiniBatchKMeans(n_clusters=32, random_state=0, n_init=1, max_iter=20, batch_size=4096)
         .fit(features.numpy())
         .cluster_centers_
     )
     torch.testing.assert_close(q.features, torch.from_numpy(reference).float())
-    assert not q.features.requires_grad
-    assert "features" in q.state_dict()
-    out = q(torch.randn(2, 8, 4, 4))
-    out.loss.backward()
-    assert q.projector.weight.grad.abs().sum() > 0
 
 
 def test_too_few_features_for_the_codebook():
@@ -174,7 +188,11 @@ def test_per_class_kmeans_gives_every_class_its_share_of_the_centres(tmp_path):
 
 
 def test_the_reference_recipe_uses_vqgan_lcs_loss_weights():
-    q = create_quantizer("vqgan_lc", codebook_size=16, dim=8, recipe="reference")
+    q = create_quantizer("vqgan_lc", codebook_size=16, dim=8)  # the reference is the default
+    assert q.params.recipe == "reference"
     assert (q.params.beta, q.params.codebook_weight) == (0.1, 0.033)
-    with pytest.raises(VQBenchError, match="recipe='reference' fixes beta=0.1"):
-        create_quantizer("vqgan_lc", codebook_size=16, dim=8, recipe="reference", beta=0.25)
+    for shared in ("shared", "harmonised"):  # harmonised: the old name
+        q = create_quantizer("vqgan_lc", codebook_size=16, dim=8, recipe=shared)
+        assert (q.params.beta, q.params.codebook_weight) == (0.25, 1.0)
+    q = create_quantizer("vqgan_lc", codebook_size=16, dim=8, recipe="reference", beta=0.25)
+    assert (q.params.beta, q.params.codebook_weight) == (0.25, 0.033)  # explicit values win
