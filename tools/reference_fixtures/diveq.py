@@ -62,7 +62,7 @@ def init_case(ref) -> dict[str, torch.Tensor]:
     codebooks = []
     for seed in range(6):
         torch.manual_seed(seed)
-        codebooks.append(quiet(ref, 64, 8).codebook.detach().clone())
+        codebooks.append(quiet(ref, 32, 4).codebook.detach().clone())
     return {"codebooks": torch.stack(codebooks)}
 
 
@@ -97,7 +97,7 @@ def main() -> None:
     }
     for name, case, extra in (
         ("diveq_forward", forward_case, {"codebook_size": K, "dim": D}),
-        ("diveq_init", init_case, {"codebook_size": 64, "dim": 8}),
+        ("diveq_init", init_case, {"codebook_size": 32, "dim": 4}),
         ("diveq_replacement", replacement_case, {"replacement_iters": 4, "threshold": 0.3}),
     ):
         write_fixture(
