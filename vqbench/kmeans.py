@@ -63,13 +63,16 @@ def lloyd(
     seed: int = 0,
     tol: float = 1e-4,
     max_iterations: int | None = None,
+    initial: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Full-batch Lloyd k-means as VQGAN-LC runs it (`kmeans_pytorch.kmeans`, default
     `tol=1e-4`): centres start at `clusters` distinct random features; each iteration assigns
     every feature to its nearest centre and moves each centre to the mean of its features,
     until `(sum_k ||c_k - c_k'||)^2 < tol` (or `max_iterations`). A centre left without
     features takes a random feature (kmeans_pytorch's later fix; its 0.3 release gives NaN).
-    Draws come from a generator seeded by `seed`. Returns `(clusters, D)` float32 centres."""
+    Draws come from a generator seeded by `seed`; `initial` gives the indices of the starting
+    features instead (a test replays the reference's draw). Returns `(clusters, D)` float32
+    centres."""
     n = features.shape[0]
     if n < clusters:
         raise VQBenchError(
@@ -78,7 +81,8 @@ def lloyd(
         )
     x = features.detach().float()
     generator = torch.Generator().manual_seed(seed)
-    centres = x[torch.randperm(n, generator=generator)[:clusters].to(x.device)].clone()
+    start = torch.randperm(n, generator=generator)[:clusters] if initial is None else initial
+    centres = x[start.to(x.device)].clone()
     iteration = 0
     while max_iterations is None or iteration < max_iterations:
         assign = _nearest_centre(x, centres)
