@@ -75,9 +75,10 @@ def mean_training_curve(name: str, first_seed: int, tokens, **params) -> torch.T
 
 
 def test_one_group_trains_like_simvq():
-    """Independent draws, same tokens: the mean loss curves agree within 10% at every step."""
+    """Independent draws, same tokens: the mean loss curves agree within 0.5% at every step
+    (measured: 0.16%; the paper's zero bias departs by 1.0%)."""
     tokens = torch.randn(256, 32, generator=torch.Generator().manual_seed(5))
     simvq = mean_training_curve("simvq", 0, tokens)
     group = mean_training_curve("group_vq", 1000, tokens, groups=1)
-    torch.testing.assert_close(group, simvq, rtol=0.1, atol=0)
+    torch.testing.assert_close(group, simvq, rtol=0.005, atol=0)
     assert simvq[-1] < 0.8 * simvq[0]  # it learned something
