@@ -10,7 +10,8 @@ STE are vanilla VQ's. Loss weights (`recipe`): `reference` (default), VQGAN-LC's
 
 k-means (`kmeans_method`): `lloyd` (default) is the reference's `kmeans_pytorch.kmeans`:
 full-batch Lloyd from random distinct features to `kmeans_tolerance` 1e-4
-(`vqbench.kmeans.lloyd`), with no iteration cap unless `kmeans_iterations` sets one;
+(`vqbench.kmeans.lloyd`), capped at 300 iterations (`kmeans_iterations`; the reference has
+no cap, which never ends when there are fewer distinct features than centres);
 `minibatch` is mini-batch k-means++ (scikit-learn's `MiniBatchKMeans`, or faiss where
 installed), `kmeans_iterations` (default 20) iterations.
 
@@ -200,7 +201,7 @@ class VQGANLC(ExplicitCodebookQuantizer):
                     k,
                     seed=p.kmeans_seed,
                     tol=p.kmeans_tolerance,
-                    max_iterations=p.kmeans_iterations,
+                    max_iterations=p.kmeans_iterations or 300,
                 )
         else:
 

@@ -62,14 +62,16 @@ def lloyd(
     *,
     seed: int = 0,
     tol: float = 1e-4,
-    max_iterations: int | None = None,
+    max_iterations: int | None = 300,
     initial: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Full-batch Lloyd k-means as VQGAN-LC runs it (`kmeans_pytorch.kmeans`, default
     `tol=1e-4`): centres start at `clusters` distinct random features; each iteration assigns
     every feature to its nearest centre and moves each centre to the mean of its features,
-    until `(sum_k ||c_k - c_k'||)^2 < tol` (or `max_iterations`). A centre left without
-    features takes a random feature (kmeans_pytorch's later fix; its 0.3 release gives NaN).
+    until `(sum_k ||c_k - c_k'||)^2 < tol`, or `max_iterations` (300 by default; the reference
+    has no cap, but with fewer distinct features than centres it never converges). A centre
+    left without features takes a random feature (kmeans_pytorch's later fix; its 0.3
+    release gives NaN).
     Draws come from a generator seeded by `seed`; `initial` gives the indices of the starting
     features instead (a test replays the reference's draw). Returns `(clusters, D)` float32
     centres."""
