@@ -13,6 +13,8 @@ from types import ModuleType
 import torch
 from safetensors.torch import save_file
 
+from tests.reference.fixtures import init_statistics, surrogate_backward  # noqa: F401 (shared)
+
 FIXTURES = Path(__file__).resolve().parents[2] / "tests" / "reference" / "fixtures"
 
 
