@@ -56,3 +56,9 @@ def test_simvq_initial_codebook_statistics() -> None:
     ours, ref = torch.stack(ours), fixture["init"]
     # Averaged over the seeds: one seed's offset is one draw of the bias.
     assert_close(ours.mean(0)[:3], ref.mean(0)[:3], "mean offset, spread, norm", rtol=0.25, atol=0)
+
+
+def test_simvq_defaults_are_the_official_recipe() -> None:
+    s = load_fixture("simvq").settings  # legacy false: codebook 1, commitment beta
+    p = create_quantizer("simvq", codebook_size=16, dim=4).params
+    assert (p.codebook_weight, p.beta, p.bias) == (s["commit_weight"], s["beta"], True)

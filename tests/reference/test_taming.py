@@ -89,3 +89,15 @@ def test_initial_codebook_statistics(method: str, name: str) -> None:
     scale = ref[:, 1:2]
     assert_close(ours[:, :1] / scale, ref[:, :1] / scale, "mean offset", rtol=0.0, atol=0.05)
     assert_close(ours[:, 3:] / scale, ref[:, 3:] / scale, "largest entry", rtol=0.0, atol=0.35)
+
+
+def test_defaults_are_taming_recipe() -> None:
+    """vanilla: `legacy=False`'s weights (codebook 1, commitment 0.25); ema: decay, eps, beta."""
+    vanilla = create_quantizer("vanilla", codebook_size=16, dim=4).params
+    assert (vanilla.codebook_weight, vanilla.beta) == (
+        1.0,
+        load_fixture("taming_vanilla").settings["beta"],
+    )
+    s = load_fixture("taming_ema").settings
+    ema = create_quantizer("ema", codebook_size=16, dim=4).params
+    assert (ema.decay, ema.eps, ema.beta) == (s["decay"], s["eps"], s["beta"])
