@@ -18,11 +18,19 @@ from tests.reference.fixtures import init_statistics, surrogate_backward  # noqa
 FIXTURES = Path(__file__).resolve().parents[2] / "tests" / "reference" / "fixtures"
 
 
-def parse_args(description: str, repository: str) -> argparse.Namespace:
-    """``--checkout PATH`` (a clone of ``repository``) and ``--out DIR`` (the test tree)."""
+def parse_args(description: str, repository: str, *, commit: bool = False) -> argparse.Namespace:
+    """``--checkout PATH`` (a clone of ``repository``) and ``--out DIR`` (the test tree).
+
+    With ``commit=True`` also ``--commit SHA``: the commit a copy of the needed files (not a
+    git checkout, for repositories too large to clone) was taken from.
+    """
     parser = argparse.ArgumentParser(description=f"{description} Reference: {repository}.")
     parser.add_argument("--checkout", type=Path, required=True, help=f"a clone of {repository}")
     parser.add_argument("--out", type=Path, default=FIXTURES, help="fixture folder")
+    if commit:
+        parser.add_argument(
+            "--commit", help="the commit of the copied files when --checkout is not a git clone"
+        )
     args = parser.parse_args()
     if not args.checkout.is_dir():
         parser.error(f"--checkout {args.checkout} is not a folder; clone {repository} there")
@@ -61,6 +69,7 @@ def write_fixture(
     files: list[str],
     settings: dict,
     out: Path = FIXTURES,
+    commit: str | None = None,
 ) -> Path:
     """Write ``<name>.safetensors`` and ``<name>.json`` (repository, commit, files, settings)."""
     out.mkdir(parents=True, exist_ok=True)
@@ -69,7 +78,7 @@ def write_fixture(
     meta = {
         "name": name,
         "repository": repository,
-        "commit": checkout_commit(checkout),
+        "commit": commit or checkout_commit(checkout),
         "files": files,
         "script": f"tools/reference_fixtures/{Path(sys.argv[0]).name}",
         "torch": torch.__version__,
