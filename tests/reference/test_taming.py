@@ -14,6 +14,7 @@ import torch
 from tests.reference.fixtures import assert_close, init_statistics, load_fixture, surrogate_backward
 from vqbench.quantizer import create_quantizer
 
+METHODS = ("vanilla", "ema", "ste")  # ste: taming's `z + (z_q - z).detach()`
 TOL = {"rtol": 1e-5, "atol": 1e-6}
 
 
