@@ -12,7 +12,15 @@ from __future__ import annotations
 import pytest
 import torch
 from vector_quantize_pytorch import VectorQuantize
-from vector_quantize_pytorch.vector_quantize_pytorch import rotate_to
+
+try:
+    from vector_quantize_pytorch.vector_quantize_pytorch import rotate_to
+except ImportError:  # older releases (tox -e min pins 1.20.0): the same function, arguments swapped
+    from vector_quantize_pytorch.vector_quantize_pytorch import rotate_from_to
+
+    def rotate_to(src: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
+        return rotate_from_to(tgt, src)
+
 
 from tests.reference.fixtures import assert_close
 from vqbench.estimator import create_estimator
