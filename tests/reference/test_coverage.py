@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import re
 from importlib.metadata import entry_points
+from pathlib import Path
 from types import ModuleType
 
 import pytest
@@ -78,3 +80,13 @@ def test_no_reason_or_pending_entry_names_an_unregistered_method() -> None:
     registered = {name for _, name in REGISTERED}
     assert set(NO_REFERENCE) <= registered
     assert PENDING_ON_FIDELITY <= registered
+
+
+def test_readme_fidelity_table_has_a_row_per_method() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    heading = "## Fidelity: every method against its reference"
+    assert heading in readme, "README lost its fidelity section"
+    section = readme.split(heading, 1)[1].split("\n## ", 1)[0]
+    rows = set(re.findall(r"^\| `([a-z0-9_]+)` \|", section, re.M))
+    registered = {name for _, name in REGISTERED}
+    assert registered <= rows, f"no fidelity row for {sorted(registered - rows)}"
