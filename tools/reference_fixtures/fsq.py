@@ -21,7 +21,7 @@ import types
 import numpy as np
 import torch
 
-from tools.reference_fixtures.common import parse_args, write_fixture
+from tools.reference_fixtures.common import fail, parse_args, write_fixture
 
 REPOSITORY = "google-research/google-research"
 FILE = "fsq/fsq.ipynb"
@@ -40,6 +40,8 @@ def numpy_jax() -> types.ModuleType:
 
 def notebook_fsq(checkout) -> type:
     """The notebook's `FSQ` class: its code cells run until the class is defined."""
+    if not (checkout / FILE).is_file():
+        fail(f"{FILE} is not in {checkout}; give a checkout of {REPOSITORY} (or a copy of {FILE})")
     cells = json.loads((checkout / FILE).read_text())["cells"]
     jax = numpy_jax()
     namespace = {"jax": jax, "jnp": np, "np": np}
@@ -50,7 +52,7 @@ def notebook_fsq(checkout) -> type:
         exec("".join(lines), namespace)  # noqa: S102 - the reference's own code
         if "FSQ" in namespace:
             return namespace["FSQ"]
-    raise SystemExit(f"{FILE} defines no FSQ class; is it the right repository?")
+    fail(f"{FILE} defines no FSQ class; give a checkout of {REPOSITORY}")
 
 
 def main() -> None:
