@@ -22,7 +22,7 @@ except ImportError:  # older releases (tox -e min pins 1.20.0): the same functio
         return rotate_from_to(tgt, src)
 
 
-from tests.reference.fixtures import assert_close
+from tests.reference.fixtures import assert_close, load_fixture
 from vqbench.estimator import create_estimator
 from vqbench.quantizer import create_quantizer
 
@@ -75,3 +75,20 @@ def test_rotation_through_a_quantizer_equals_vector_quantize() -> None:
     assert torch.equal(out.indices, ref_indices), "indices"
     assert_close(out.z_q, ref_z_q, "z_q", rtol=1e-4, atol=1e-5)
     assert_close(z_ours.grad, z_ref.grad, "gradient w.r.t. the input", rtol=1e-4, atol=1e-5)
+
+
+def test_normalize_in_graph_reproduces_the_official_vqgan_code() -> None:
+    """`normalize_in_graph: true` against cfifty/rotation_trick's VQGAN `encode`
+    (`tools/reference_fixtures/rotation.py`; one pair nearly antipodal: the official code
+    gives NaN at an exactly antipodal pair, vqbench a finite rotation)."""
+    fixture = load_fixture("rotation_official_vqgan")
+
+    def tokens(t: torch.Tensor) -> torch.Tensor:
+        return t.permute(0, 2, 3, 1).reshape(-1, t.shape[1])
+
+    z = tokens(fixture["z"]).clone().requires_grad_(True)
+    q = tokens(fixture["q"])
+    value = create_estimator("rotation", normalize_in_graph=True)(z, q)
+    (value * tokens(fixture["upstream"])).sum().backward()
+    assert_close(value, tokens(fixture["value"]), "value", rtol=1e-5, atol=1e-5)
+    assert_close(z.grad, tokens(fixture["grad_z"]), "gradient w.r.t. z", **TOL)
