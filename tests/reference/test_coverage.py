@@ -27,13 +27,13 @@ from vqbench.quantizer import QUANTIZERS
 NO_REFERENCE = {
     "radius": "no public code: tested against the paper's equations "
     "(tests/estimators/test_radius.py)",
-    "group_vq": "no public code: tested against the paper's equations and, with groups=1, "
-    "against SimVQ without copied weights (tests/quantizers/test_group_vq.py)",
 }
 
-#: Reference tests written on the `fidelity` branch (issue #22); delete each entry when that
-#: branch is merged. An entry whose test exists fails below, so a stale entry is noticed.
-PENDING_ON_FIDELITY = {"bsq", "ibq", "vqgan_lc", "residual", "diveq"}
+#: Reference tests written on the `fidelity` branch (issue #22: tests/reference/test_bsq.py,
+#: test_ibq.py, test_vqgan_lc.py, test_residual.py, test_diveq.py and test_group_vq.py, the
+#: paper's equations and the groups=1 equivalence with SimVQ, Group-VQ having no public code).
+#: Empty this set when that branch is merged: an entry whose test exists fails below.
+PENDING_ON_FIDELITY = {"bsq", "ibq", "vqgan_lc", "residual", "diveq", "group_vq"}
 
 
 def reference_modules() -> list[ModuleType]:
