@@ -39,3 +39,18 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor, what: str, **tol)
     torch.testing.assert_close(
         actual.detach().to(expected.dtype), expected, msg=lambda m: f"{what}: {m}", **tol
     )
+
+
+def surrogate_backward(z_q: torch.Tensor, loss: torch.Tensor, upstream: torch.Tensor) -> None:
+    """``loss + <z_q, upstream>`` backward, as ``tools/reference_fixtures`` did on the
+    reference side (a fixed decoder gradient ``upstream`` arriving at ``z_q``)."""
+    (loss + (z_q * upstream).sum()).backward()
+
+
+def init_statistics(codes: torch.Tensor) -> torch.Tensor:
+    """``[|mean|, spread, mean norm, max |entry|]`` of a ``(K, d)`` codebook (the same
+    statistics ``tools/reference_fixtures/common.py`` records from the reference)."""
+    codes = codes.detach().float()
+    mean = codes.mean(0)
+    spread = (codes - mean).pow(2).sum(1).mean().sqrt()
+    return torch.stack([mean.norm(), spread, codes.norm(dim=1).mean(), codes.abs().max()])

@@ -5,25 +5,54 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import NoReturn
 
 import torch
 from safetensors.torch import save_file
 
+from tests.reference.fixtures import init_statistics, surrogate_backward  # noqa: F401 (shared)
+
 FIXTURES = Path(__file__).resolve().parents[2] / "tests" / "reference" / "fixtures"
 
 
-def parse_args(description: str, repository: str) -> argparse.Namespace:
-    """``--checkout PATH`` (a clone of ``repository``) and ``--out DIR`` (the test tree)."""
-    parser = argparse.ArgumentParser(description=f"{description} Reference: {repository}.")
+def fail(message: str) -> NoReturn:
+    """Bad input: one line on stderr saying what is wrong and how to mend it, exit code 2."""
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        fail(f"{message}; see --help")
+
+
+def parse_args(description: str, repository: str, *, commit: bool = False) -> argparse.Namespace:
+    """``--checkout PATH`` (a clone of ``repository``) and ``--out DIR`` (the test tree).
+
+    With ``commit=True`` also ``--commit SHA``: the commit a copy of the needed files (not a
+    git checkout, for repositories too large to clone) was taken from. The checkout (and its
+    commit) is checked before anything runs, so bad input writes nothing.
+    """
+    parser = _Parser(description=f"{description} Reference: {repository}.")
     parser.add_argument("--checkout", type=Path, required=True, help=f"a clone of {repository}")
     parser.add_argument("--out", type=Path, default=FIXTURES, help="fixture folder")
+    if commit:
+        parser.add_argument(
+            "--commit", help="the commit of the copied files when --checkout is not a git clone"
+        )
     args = parser.parse_args()
     if not args.checkout.is_dir():
-        parser.error(f"--checkout {args.checkout} is not a folder; clone {repository} there")
+        fail(f"--checkout {args.checkout} is not a folder; clone {repository} there")
+    given = getattr(args, "commit", None)
+    if given is not None and not re.fullmatch(r"[0-9a-f]{40}", given):
+        fail(f"--commit {given!r} is not a 40-digit commit; give the full SHA of the copied files")
+    if given is None:
+        checkout_commit(args.checkout)
     return args
 
 
@@ -33,7 +62,7 @@ def checkout_commit(checkout: Path) -> str:
         ["git", "-C", str(checkout), "rev-parse", "HEAD"], capture_output=True, text=True
     )
     if result.returncode != 0:
-        raise SystemExit(f"{checkout} is not a git checkout: {result.stderr.strip()}")
+        fail(f"{checkout} is not a git checkout; clone the repository there (or give --commit)")
     return result.stdout.strip()
 
 
@@ -41,7 +70,7 @@ def load_module(checkout: Path, relative: str, name: str | None = None) -> Modul
     """Import one file of the checkout by path, without running its package's ``__init__``."""
     path = checkout / relative
     if not path.is_file():
-        raise SystemExit(f"{relative} is not in {checkout}; is it the right repository?")
+        fail(f"{relative} is not in {checkout}; give a checkout of the reference repository")
     name = name or f"reference_{path.stem}"
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
@@ -59,15 +88,17 @@ def write_fixture(
     files: list[str],
     settings: dict,
     out: Path = FIXTURES,
+    commit: str | None = None,
 ) -> Path:
     """Write ``<name>.safetensors`` and ``<name>.json`` (repository, commit, files, settings)."""
+    commit = commit or checkout_commit(checkout)  # before anything is written
     out.mkdir(parents=True, exist_ok=True)
     contiguous = {key: value.detach().cpu().contiguous() for key, value in tensors.items()}
     save_file(contiguous, out / f"{name}.safetensors")
     meta = {
         "name": name,
         "repository": repository,
-        "commit": checkout_commit(checkout),
+        "commit": commit,
         "files": files,
         "script": f"tools/reference_fixtures/{Path(sys.argv[0]).name}",
         "torch": torch.__version__,

@@ -1,0 +1,92 @@
+"""Every registered quantizer and estimator has a reference test here, or a stated reason.
+
+The names come from the registries' entry points (the built-ins and any installed plugin),
+not from a list; classes registered at run time by other tests (toy quantizers) are not
+methods. A
+method counts as covered by `tests/reference/test_<name>.py`, or by a module that names it in
+its `METHODS` tuple (one module can cover several methods run by one reference file), and
+the module must hold at least one test function.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import re
+from importlib.metadata import entry_points
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+import tests.reference
+from vqbench.estimator import ESTIMATORS
+from vqbench.quantizer import QUANTIZERS
+
+#: Methods with no public code to compare against, and what tests them instead.
+NO_REFERENCE = {
+    "radius": "no public code: tested against the paper's equations "
+    "(tests/estimators/test_radius.py)",
+}
+
+#: Reference tests written on the `fidelity` branch (issue #22: tests/reference/test_bsq.py,
+#: test_ibq.py, test_vqgan_lc.py, test_residual.py, test_diveq.py and test_group_vq.py, the
+#: paper's equations and the groups=1 equivalence with SimVQ, Group-VQ having no public code).
+#: Empty this set when that branch is merged: an entry whose test exists fails below.
+PENDING_ON_FIDELITY = {"bsq", "ibq", "vqgan_lc", "residual", "diveq", "group_vq"}
+
+
+def reference_modules() -> list[ModuleType]:
+    names = [m.name for m in pkgutil.iter_modules(tests.reference.__path__)]
+    return [
+        importlib.import_module(f"tests.reference.{name}")
+        for name in sorted(names)
+        if name.startswith("test_") and name != "test_coverage"
+    ]
+
+
+def covered_methods() -> dict[str, str]:
+    covered: dict[str, str] = {}
+    for module in reference_modules():
+        short = module.__name__.rsplit(".", 1)[1]
+        has_tests = any(name.startswith("test_") for name in vars(module))
+        assert has_tests, f"{short} holds no test function"
+        for method in (short.removeprefix("test_"), *getattr(module, "METHODS", ())):
+            covered[method] = short
+    return covered
+
+
+REGISTERED = [
+    (registry.kind, name)
+    for registry in (QUANTIZERS, ESTIMATORS)
+    for name in sorted({ep.name for ep in entry_points(group=registry.group)})
+]
+
+
+@pytest.mark.parametrize(("kind", "name"), REGISTERED, ids=[n for _, n in REGISTERED])
+def test_every_method_has_a_reference_test_or_a_reason(kind: str, name: str) -> None:
+    covered = covered_methods()
+    if name in PENDING_ON_FIDELITY:
+        assert name not in covered, f"{name} now has {covered.get(name)}: drop it from PENDING"
+        return
+    assert name in covered or name in NO_REFERENCE, (
+        f"{kind} '{name}' has no reference test in tests/reference (test_{name}.py, or a "
+        f"module whose METHODS names it) and no reason in NO_REFERENCE; add one"
+    )
+    assert not (name in covered and name in NO_REFERENCE), f"{name}: tested, drop the reason"
+
+
+def test_no_reason_or_pending_entry_names_an_unregistered_method() -> None:
+    registered = {name for _, name in REGISTERED}
+    assert set(NO_REFERENCE) <= registered
+    assert PENDING_ON_FIDELITY <= registered
+
+
+def test_readme_fidelity_table_has_a_row_per_method() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    heading = "## Fidelity: every method against its reference"
+    assert heading in readme, "README lost its fidelity section"
+    section = readme.split(heading, 1)[1].split("\n## ", 1)[0]
+    rows = set(re.findall(r"^\| `([a-z0-9_]+)` \|", section, re.M))
+    registered = {name for _, name in REGISTERED}
+    assert registered <= rows, f"no fidelity row for {sorted(registered - rows)}"
