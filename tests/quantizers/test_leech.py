@@ -1,11 +1,13 @@
 """Spherical Leech quantization: the lattice's first shell, the exact search, the groups."""
 
+import json
 import math
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+import yaml
 from vqbench_quantizers.leech import (
     LEECH_DIM,
     LEECH_MIN_NORM,
@@ -15,7 +17,9 @@ from vqbench_quantizers.leech import (
     leech_minimal_vectors,
 )
 
+from tests.engine_helpers import small_config, write_config
 from vqbench import VQBenchError, create_quantizer
+from vqbench.cli import main
 
 
 @pytest.fixture(scope="module")
@@ -130,3 +134,24 @@ def test_codebook_is_built_not_stored():
 def test_bad_groups_fail_with_one_line():
     with pytest.raises(VQBenchError, match="groups"):
         create_quantizer("leech", groups=0)
+
+
+def test_four_training_steps_and_the_probe_through_the_engine(tmp_path, monkeypatch):
+    """Two groups: usage per group and as the product, and a probe over both indices."""
+    monkeypatch.setenv("VQBENCH_OFFLINE", "1")
+    config = small_config("leech", steps=4, batch=2)
+    config["quantizer"]["params"] = {"dim": 48, "groups": 2}
+    config["model"] = {"preset": "tiny", "overrides": {"ch": 16}}  # 8 x 8 tokens at 32 x 32
+    run = tmp_path / "run"
+    assert main(["train", str(write_config(tmp_path / "run.yaml", config)), "--out", str(run)]) == 0
+    results = json.loads((run / "eval.json").read_text())
+    assert results["index_sizes"] == [LEECH_SHELL, LEECH_SHELL]
+    assert len(results["usage_per_index"]) == 2 and 0 < results["product_usage"] <= 1
+    assert 0 < results["usage"] <= 1 and results["independent_groups"] == 0
+    probe = {"layers": 1, "width": 16, "heads": 2, "steps": 2, "batch_size": 2}
+    probe.update(warmup_steps=1, samples=2, eval_batch_size=2, figure_samples=2, seeds=[0])
+    (tmp_path / "probe.yaml").write_text(yaml.safe_dump(probe))
+    assert main(["probe", str(run), "--config", str(tmp_path / "probe.yaml")]) == 0
+    result = json.loads((run / "probe.json").read_text())
+    assert result["index_sizes"] == [LEECH_SHELL] * 2
+    assert result["uniform_bits_per_token"] == pytest.approx(2 * math.log2(LEECH_SHELL))
