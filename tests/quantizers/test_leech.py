@@ -12,6 +12,7 @@ from vqbench_quantizers.leech import (
     LEECH_DIM,
     LEECH_MIN_NORM,
     LEECH_SHELL,
+    LeechDecoder,
     golay_codewords,
     leech_codebook,
     leech_minimal_vectors,
@@ -88,8 +89,21 @@ def brute_force(u: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
     return torch.cat([(part.double() @ codes.T).argmax(1) for part in u.split(64)])
 
 
-def test_search_is_exact_against_brute_force():
-    q = create_quantizer("leech", dim=96, groups=4).eval()
+def test_lattice_decoder_equals_brute_force():
+    """Random unit vectors, and codes of every shape with a little noise (their own index)."""
+    codes = leech_codebook()
+    decoder = LeechDecoder()
+    generator = torch.Generator().manual_seed(3)
+    x = F.normalize(torch.randn(384, 24, generator=generator), dim=1)
+    assert torch.equal(decoder(x, rows=100), brute_force(x, codes))
+    rows = torch.cat([torch.arange(0, LEECH_SHELL, 97), torch.tensor([LEECH_SHELL - 1])])
+    noisy = codes[rows] + 0.02 * torch.randn(len(rows), 24, generator=generator)
+    assert torch.equal(decoder(noisy), rows)
+
+
+@pytest.mark.parametrize("search", ["lattice", "scan"])
+def test_search_is_exact_against_brute_force(search):
+    q = create_quantizer("leech", dim=96, groups=4, search=search).eval()
     z = torch.randn(128, 96)
     out = q.quantize_tokens(z)
     u = F.normalize(z.reshape(-1, 24), dim=1)
