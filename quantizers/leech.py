@@ -133,6 +133,7 @@ class LeechDecoder:
         self.block_signs = (1 - 2 * bits.flip(1)).float().to(device)  # bit k of p -> position k
         blocks = words.view(-1, 3, 8) * (1 << torch.arange(8))  # pattern p_b(c), LSB first
         self.gather = (blocks.sum(2) + 256 * torch.arange(3)).to(device)  # (4096, 3)
+        self.word_signs = (1 - 2 * words).float().to(device)
         self.offsets = (0, len(pairs) * 4, len(pairs) * 4 + int(octads.sum()) * 128)
 
     def __call__(self, x: torch.Tensor, rows: int = 256) -> torch.Tensor:
@@ -149,26 +150,24 @@ class LeechDecoder:
 
     def _shape_b(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         on = x[:, self.octads]  # (n, 759, 8)
-        magnitude, neg = on.abs(), (on < 0).long()
-        odd = neg.sum(2) % 2
-        smallest, at = magnitude.min(2)
-        score, octad = (2 * (magnitude.sum(2) - 2 * odd * smallest)).max(1)
-        rows = torch.arange(len(x), device=x.device)
-        flipped = neg[rows, octad] ^ (odd[rows, octad, None] * F.one_hot(at[rows, octad], 8))
-        return score, octad * 128 + self.pattern_rank[(flipped * self.weights).sum(1)]
+        magnitude = on.abs()
+        odd = (on < 0).sum(2) % 2
+        score, octad = (2 * (magnitude.sum(2) - 2 * odd * magnitude.amin(2))).max(1)
+        best = x.gather(1, self.octads[octad])  # (n, 8): only the winners' signs are needed
+        neg = (best < 0).long()
+        flip = (neg.sum(1, keepdim=True) % 2) * F.one_hot(best.abs().argmin(1), 8)
+        return score, octad * 128 + self.pattern_rank[((neg ^ flip) * self.weights).sum(1)]
 
     def _shape_c(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         y = x.view(-1, 3, 1, 8) * self.block_signs  # (n, 3 blocks, 256 patterns, 8)
-        sums = y.sum(3).flatten(1)
-        mins, at = y.min(3)
-        mins, at = mins.flatten(1), at.flatten(1)
-        total = sums[:, self.gather].sum(2)  # (n, 4096)
-        low, block = mins[:, self.gather].min(2)
+        sums, mins = y.sum(3).flatten(1), y.amin(3).flatten(1)
+        columns = [self.gather[:, b] for b in range(3)]
+        total = sum(sums.index_select(1, c) for c in columns)  # (n, 4096): y.sum() per word
+        low = torch.minimum(mins.index_select(1, columns[0]), mins.index_select(1, columns[1]))
+        low = torch.minimum(low, mins.index_select(1, columns[2]))
         score, word = (total - 4 * low).max(1)
-        rows = torch.arange(len(x), device=x.device)
-        best_block = block[rows, word]
-        column = self.gather[word, best_block]
-        return score, word * LEECH_DIM + 8 * best_block + at[rows, column]
+        position = (x * self.word_signs[word]).argmin(1)  # the -3 of the winner only
+        return score, word * LEECH_DIM + position
 
     def _decode(self, x: torch.Tensor) -> torch.Tensor:
         shapes = (self._shape_a(x), self._shape_b(x), self._shape_c(x))
