@@ -136,7 +136,7 @@ class LeechDecoder:
         self.word_signs = (1 - 2 * words).float().to(device)
         self.offsets = (0, len(pairs) * 4, len(pairs) * 4 + int(octads.sum()) * 128)
 
-    def __call__(self, x: torch.Tensor, rows: int = 128) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, rows: int = 256) -> torch.Tensor:
         """Indices `(n,)` of the nearest minimal vector to each row of `x` `(n, 24)`, `rows`
         tokens at a time (about 0.5 MB of work space each)."""
         return torch.cat([self._decode(part) for part in x.split(rows)])
