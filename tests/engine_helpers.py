@@ -23,6 +23,8 @@ SMALL_QUANTIZER_PARAMS = {
     "group_vq": {"codebook_size": 64, "dim": 16, "groups": 4},
     "bsq": {"codebook_size": 64, "dim": 16},
     "ibq": {"codebook_size": 64, "dim": 16},
+    "leech": {"dim": 16},
+    "fsp": {"levels": [5, 4, 3], "dim": 16},
     "residual": {"stages": 2, "quantizer_params": {"codebook_size": 8}, "dim": 16},
     "product": {
         "parts": 2,

@@ -16,6 +16,8 @@ SMALL_CONFIGS = {
     "group_vq": dict(codebook_size=64, dim=16, groups=4),
     "bsq": dict(codebook_size=64, dim=16),
     "ibq": dict(codebook_size=64, dim=16),
+    "leech": dict(dim=16),
+    "fsp": dict(levels=[5, 4, 3], dim=16),
     "residual": dict(stages=2, quantizer="vanilla", quantizer_params=dict(codebook_size=8), dim=16),
     "product": dict(parts=2, quantizer="vanilla", quantizer_params=dict(codebook_size=8), dim=16),
 }

@@ -10,8 +10,13 @@ from tests.helpers import SMALL_CONFIGS, assert_nearest
 from vqbench import create_quantizer
 
 NAMES = sorted(SMALL_CONFIGS)
-#: Explicit codebooks searched by nearest code (IBQ picks by dot product: see test_ibq.py).
-NEAREST = sorted(n for n in NAMES if n not in ("fsq", "lfq", "bsq", "ibq", "residual", "product"))
+#: Explicit codebooks searched by nearest code (IBQ picks by dot product: see test_ibq.py;
+#: Leech's 196,560 codes are checked against a blocked brute force in test_leech.py).
+NEAREST = sorted(
+    n for n in NAMES if n not in ("fsq", "fsp", "lfq", "bsq", "ibq", "leech", "residual", "product")
+)
+#: Codebook sizes of the small configurations that do not take `codebook_size`.
+FIXED_SIZES = {"fsq": 5 * 4 * 3, "fsp": 5 * 4 * 3, "leech": 196_560}
 
 
 def build(name):
@@ -34,7 +39,7 @@ def tokens_of(z):
 @pytest.mark.parametrize("name", NAMES)
 def test_shapes_dtypes_and_codebook_size(name):
     q = build(name)
-    expected_size = math.prod([5, 4, 3]) if name == "fsq" else 64
+    expected_size = FIXED_SIZES.get(name, 64)
     assert q.codebook_size == expected_size and q.dim == 16
     sizes = q.index_sizes()
     assert math.prod(sizes) == q.codebook_size
@@ -86,7 +91,7 @@ def test_float32_under_bf16_autocast(name):
     params = dict(SMALL_CONFIGS[name])
     if "quantizer_params" in params:  # a composite: 64 x 64 codes
         params["quantizer_params"] = {**params["quantizer_params"], "codebook_size": 64}
-    elif name not in ("fsq", "lfq", "bsq"):
+    elif name not in ("fsq", "fsp", "lfq", "bsq", "leech"):
         params["codebook_size"] = 4096
     q = create_quantizer(name, **params).eval()
     z = torch.randn(4, 16, 16, 16).bfloat16()
