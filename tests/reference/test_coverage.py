@@ -29,12 +29,6 @@ NO_REFERENCE = {
     "(tests/estimators/test_radius.py)",
 }
 
-#: Reference tests written on the `fidelity` branch (issue #22: tests/reference/test_bsq.py,
-#: test_ibq.py, test_vqgan_lc.py, test_residual.py, test_diveq.py and test_group_vq.py, the
-#: paper's equations and the groups=1 equivalence with SimVQ, Group-VQ having no public code).
-#: Empty this set when that branch is merged: an entry whose test exists fails below.
-PENDING_ON_FIDELITY = {"bsq", "ibq", "vqgan_lc", "residual", "diveq", "group_vq"}
-
 
 def reference_modules() -> list[ModuleType]:
     names = [m.name for m in pkgutil.iter_modules(tests.reference.__path__)]
@@ -66,9 +60,6 @@ REGISTERED = [
 @pytest.mark.parametrize(("kind", "name"), REGISTERED, ids=[n for _, n in REGISTERED])
 def test_every_method_has_a_reference_test_or_a_reason(kind: str, name: str) -> None:
     covered = covered_methods()
-    if name in PENDING_ON_FIDELITY:
-        assert name not in covered, f"{name} now has {covered.get(name)}: drop it from PENDING"
-        return
     assert name in covered or name in NO_REFERENCE, (
         f"{kind} '{name}' has no reference test in tests/reference (test_{name}.py, or a "
         f"module whose METHODS names it) and no reason in NO_REFERENCE; add one"
@@ -76,10 +67,9 @@ def test_every_method_has_a_reference_test_or_a_reason(kind: str, name: str) -> 
     assert not (name in covered and name in NO_REFERENCE), f"{name}: tested, drop the reason"
 
 
-def test_no_reason_or_pending_entry_names_an_unregistered_method() -> None:
+def test_no_reason_names_an_unregistered_method() -> None:
     registered = {name for _, name in REGISTERED}
     assert set(NO_REFERENCE) <= registered
-    assert PENDING_ON_FIDELITY <= registered
 
 
 def test_readme_fidelity_table_has_a_row_per_method() -> None:
