@@ -84,12 +84,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     from vqbench.config import load_run_config
     from vqbench.evaluate import evaluate_run
     from vqbench.rundir import RunDir
-    from vqbench.train import TrainingDiverged, train
+    from vqbench.train import TrainingDiverged, TrainOptions, train
 
     config = load_run_config(args.config)
     run = RunDir(Path(args.out) if args.out else Path("runs") / config.name)
     try:
-        train(config, run.path, resume=args.resume, force=args.force, device=args.device)
+        options = TrainOptions(resume=args.resume, force=args.force, device=args.device)
+        train(config, run.path, options)
         if not args.no_eval:
             out, results = evaluate_run(run.path, device=args.device)
             if distributed.is_main_process():

@@ -41,6 +41,11 @@ NOT_IN_FINGERPRINT = (
     "train.tensorboard",
     "train.time_quantizer",
 )
+#: Keys added after runs were recorded: left out of both fingerprints while at their default, so
+#: that the fingerprints of earlier runs (and of configs that do not use them) stay the same.
+OMITTED_AT_DEFAULT = {
+    "optim.schedule": {"kind": "constant", "warmup_steps": 0, "min_lr_ratio": 0.0}
+}
 #: Further keys left out of the settings fingerprint: what a comparison varies.
 NOT_IN_SETTINGS = ("quantizer", "seed", "plugins")
 
@@ -122,10 +127,32 @@ class LossConfig(Section):
     disc_receives_generator_grad: bool = False
 
 
+class ScheduleConfig(Section):
+    """The learning rate over training (`vqbench.build.schedule_factor`): `constant` (the
+    default, as in taming-transformers and SimVQ), `linear_warmup`, or `cosine` (after an
+    optional linear warmup, down to `min_lr_ratio` of the rate at the last step)."""
+
+    kind: Literal["constant", "linear_warmup", "cosine"] = "constant"
+    warmup_steps: NonNegativeInt = 0
+    min_lr_ratio: float = pydantic.Field(0.0, ge=0.0, le=1.0)
+
+    @pydantic.model_validator(mode="after")
+    def _meaningful(self) -> ScheduleConfig:
+        if self.kind == "constant" and (self.warmup_steps or self.min_lr_ratio):
+            raise ValueError(
+                "a constant schedule has no warmup_steps or min_lr_ratio; use kind "
+                "linear_warmup or cosine, or drop them"
+            )
+        if self.kind == "linear_warmup" and self.warmup_steps == 0:
+            raise ValueError("linear_warmup needs warmup_steps > 0 (or use kind constant)")
+        return self
+
+
 class OptimConfig(Section):
     lr: PositiveFloat = 1e-4
     betas: tuple[Beta, Beta] = (0.5, 0.9)
     disc_lr: PositiveFloat | None = None
+    schedule: ScheduleConfig = ScheduleConfig()
 
 
 class TrainConfig(Section):
@@ -227,12 +254,13 @@ class RunConfig(Section):
 
 def _digest(data: dict[str, Any], exclude: tuple[str, ...], length: int) -> str:
     data = json.loads(json.dumps(data))  # a deep copy of plain data
-    for key in exclude:
+    for key in exclude + tuple(OMITTED_AT_DEFAULT):
         *parents, leaf = key.split(".")
         node = data
         for part in parents:
             node = node.get(part, {})
-        node.pop(leaf, None)
+        if key in exclude or node.get(leaf) == OMITTED_AT_DEFAULT[key]:
+            node.pop(leaf, None)
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:length]
 
 

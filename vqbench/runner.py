@@ -21,7 +21,7 @@ from vqbench.probe import probe_is_complete, probe_run
 from vqbench.report import collect, render_json, render_markdown
 from vqbench.rundir import RunDir
 from vqbench.suite import ExpandedRun, Suite, load_suite
-from vqbench.train import train
+from vqbench.train import TrainOptions, train
 
 
 def run_dir_of(root: Path, suite: Suite, run: ExpandedRun) -> RunDir:
@@ -118,7 +118,8 @@ def run_suite(
         resume = not force and state != "diverged" and run.recorded_fingerprint() is not None
         log(f"[{i}/{len(runs)}] {expanded.run_id}: {'resuming' if resume else 'training'}")
         if state != "trained" or force:
-            train(expanded.config, run.path, resume=resume, force=force, device=device)
+            options = TrainOptions(resume=resume, force=force, device=device)
+            train(expanded.config, run.path, options)
         evaluate_run(run.path, device=device)
         for op, size in expanded.post:
             evaluate_run(run.path, device=device, **{op: size})
