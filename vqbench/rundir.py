@@ -7,6 +7,9 @@
     metrics.jsonl  one JSON record per line (losses, images/s, per-epoch usage)
     checkpoints/   see `vqbench.checkpoint`
     eval*.json     evaluation results
+    figures.json   what the report's figures need of the evaluated weights (group statistics,
+                   codes sampled and projected per group), written by evaluation
+    reconstructions.png  the first validation images (top) and their reconstructions (bottom)
     probe.json     the downstream probe (`vqbench.probe`); probe-samples.png, its samples
     tb/            TensorBoard event files (`train.tensorboard: true`)
     .lock          held by the process training into the folder
@@ -96,6 +99,18 @@ class RunDir:
         """`eval.json`, `eval-extend-2048.json`, `eval-train.json`, ..."""
         name = f"eval-{operation}" if operation else "eval"
         return self.path / (f"{name}.json" if split == "val" else f"{name}-{split}.json")
+
+    @property
+    def figure_data_file(self) -> Path:
+        return self.path / "figures.json"
+
+    @property
+    def reconstructions_file(self) -> Path:
+        return self.path / "reconstructions.png"
+
+    def figure_data(self) -> dict[str, Any] | None:
+        """`figures.json`, or None for a run evaluated before evaluation wrote it."""
+        return read_json(self.figure_data_file)
 
     @property
     def probe_file(self) -> Path:
