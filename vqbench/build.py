@@ -12,7 +12,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from vqbench.checkpoint import latest_checkpoint, load_checkpoint, load_error_detail
+from vqbench.checkpoint import (
+    is_checkpoint,
+    latest_checkpoint,
+    load_checkpoint,
+    load_error_detail,
+)
 from vqbench.config import RunConfig, ScheduleConfig, parse_run_config, read_yaml
 from vqbench.errors import VQBenchError
 from vqbench.losses import AutoencoderLoss, PatchDiscriminator
@@ -142,8 +147,8 @@ def find_run(path: str | Path) -> tuple[RunDir, Path]:
     path = Path(path)
     if not path.exists():
         raise VQBenchError(f"'{path}' does not exist; give a run directory or a checkpoint")
-    if (path / "state.pt").exists() or path.name.startswith("step-"):
-        return RunDir(path.parent.parent), path
+    if is_checkpoint(path):
+        return RunDir.owning(path), path
     run = RunDir(path)
     checkpoint = latest_checkpoint(run.checkpoints)
     if not run.config_file.is_file() or checkpoint is None:

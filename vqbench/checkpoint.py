@@ -188,6 +188,11 @@ def save_checkpoint(
     return final
 
 
+def is_checkpoint(path: Path) -> bool:
+    """True for a checkpoint folder (`step-*`, or any folder holding a `state.pt`)."""
+    return (path / "state.pt").exists() or path.name.startswith("step-")
+
+
 def latest_checkpoint(folder: Path) -> Path | None:
     """The checkpoint `latest` names; if that pointer is missing or damaged, the newest
     checkpoint folder (each appears complete, by one rename), or None."""

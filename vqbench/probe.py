@@ -44,14 +44,14 @@ from vqbench.metrics import SampleFID, Unavailable, usage_from_counts
 from vqbench.models import Autoencoder
 from vqbench.pretrained import WeightsUnavailable, describe_missing, weights_file
 from vqbench.prior import DigitLayout, TokenPrior
-from vqbench.rundir import RunDir
+from vqbench.rundir import RunDir, SuiteDir
 
 LN2 = math.log(2.0)
 
 
 def default_probe_config(run: RunDir) -> tuple[ProbeConfig, str]:
-    """The probe section of the suite the run belongs to (`../suite.yaml`), else the defaults."""
-    suite_file = run.path.parent / "suite.yaml"
+    """The probe section of the suite the run belongs to (its `suite.yaml`), else the defaults."""
+    suite_file = SuiteDir.holding(run).suite_file
     if suite_file.is_file():
         data = read_yaml(suite_file)
         if isinstance(data.get("probe"), dict):

@@ -24,7 +24,7 @@ from tabulate import tabulate
 from vqbench.errors import VQBenchError
 from vqbench.estimator import get_estimator_class
 from vqbench.files import read_json
-from vqbench.rundir import RunDir
+from vqbench.rundir import RunDir, SuiteDir
 from vqbench.suite import Suite
 from vqbench.version import __version__
 
@@ -212,7 +212,7 @@ def collect(suite: Suite, runs_dir: Path) -> list[Row]:
     blocks = suite.blocks()
     rows: dict[tuple, Row] = {}
     for run in suite.runs:
-        folder = RunDir(runs_dir / run.run_id)
+        folder = SuiteDir(runs_dir).run(run.run_id)
         table = paper_rows(blocks[run.block].paper)
         variants = [(None, folder.eval_file(), run.label, match_paper_row(table, run.paper))]
         for post in run.post_ops:
@@ -396,7 +396,7 @@ def settings_summary(suite: Suite) -> list[str]:
 
 
 def environment_line(runs_dir: Path) -> str:
-    envs = [RunDir(p.parent).environment() for p in sorted(runs_dir.glob("*/env.json"))]
+    envs = [run.environment() for run in SuiteDir(runs_dir).started_runs()]
     if not envs:
         return "- Hardware: (no finished run)"
     e = envs[0]

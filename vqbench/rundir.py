@@ -14,6 +14,9 @@
     tb/            TensorBoard event files (`train.tensorboard: true`)
     .lock          held by the process training into the folder
 
+A suite's folder (`runs/<suite>/`) holds `suite.yaml` (the suite as it was run) beside one run
+folder per run id; `SuiteDir` is its one owner.
+
 Every file is written atomically (`vqbench.files`), and a start rewrites only what changed, so
 a kill at any moment leaves a folder that can be resumed. `.lock` (an advisory `flock`, freed
 by the kernel when its holder dies) keeps two processes from training into one folder.
@@ -77,6 +80,11 @@ class RunDir:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._lock_fd: int | None = None
+
+    @classmethod
+    def owning(cls, checkpoint: Path) -> RunDir:
+        """The run whose `checkpoints/` folder holds `checkpoint` (a `step-*` folder)."""
+        return cls(Path(checkpoint).parent.parent)
 
     # ---- the files ---------------------------------------------------------------------------
     @property
@@ -377,3 +385,36 @@ class RunDir:
                 fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
                 os.close(self._lock_fd)
             self._lock_fd = None
+
+
+class SuiteDir:
+    """A suite's folder: `suite.yaml` (the suite as run, with its seeds) and its run folders."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    @classmethod
+    def under(cls, root: str | Path, suite: str) -> SuiteDir:
+        """`root/<suite>`: where `vqbench run --out root` puts a suite's runs."""
+        return cls(Path(root) / suite)
+
+    @classmethod
+    def holding(cls, run: RunDir) -> SuiteDir:
+        """The suite folder a run folder sits in (it may hold no suite: a lone run)."""
+        return cls(run.path.parent)
+
+    @property
+    def suite_file(self) -> Path:
+        return self.path / "suite.yaml"
+
+    def run(self, run_id: str) -> RunDir:
+        return RunDir(self.path / run_id)
+
+    def started_runs(self) -> list[RunDir]:
+        """Run folders that have started (they record `env.json`), by name."""
+        return [RunDir(p.parent) for p in sorted(self.path.glob("*/env.json"))]
+
+    def record(self, spec: dict[str, Any]) -> None:
+        """Write `suite.yaml` (atomically), creating the folder."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.suite_file, yaml.safe_dump(spec, sort_keys=False))
