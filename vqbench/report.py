@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 from tabulate import tabulate
 
+from vqbench.config import ScheduleConfig
 from vqbench.errors import VQBenchError
 from vqbench.estimator import get_estimator_class
 from vqbench.files import read_json
@@ -389,10 +390,23 @@ def settings_summary(suite: Suite) -> list[str]:
         f"- Data: {data}, {c.data.resolution}x{c.data.resolution}",
         f"- Model: `{c.model.preset}` preset {c.model.overrides or ''}".rstrip(),
         f"- Loss: {' + '.join(losses)}",
-        f"- Optimiser: Adam lr {c.optim.lr}, betas {tuple(c.optim.betas)}; global batch "
-        f"{c.train.batch_size}; {budget}; model EMA {c.train.ema_decay}",
+        f"- Optimiser: Adam lr {c.optim.lr}{schedule_words(c.optim.schedule)}, betas "
+        f"{tuple(c.optim.betas)}; global batch {c.train.batch_size}; {budget}; model EMA "
+        f"{c.train.ema_decay}",
         f"- Seeds: {sorted({r.seed for r in suite.runs})}",
     ] + ([f"- Probe: {suite.probe.describe()}"] if suite.probe is not None else [])
+
+
+def schedule_words(schedule: ScheduleConfig) -> str:
+    """Nothing for the constant default; else the schedule in words."""
+    if schedule.kind == "constant":
+        return ""
+    words = f" ({schedule.kind.replace('_', ' ')}"
+    if schedule.warmup_steps:
+        words += f", {schedule.warmup_steps} warmup steps"
+    if schedule.kind == "cosine":
+        words += f", down to {schedule.min_lr_ratio:g} of it"
+    return words + ")"
 
 
 def environment_line(runs_dir: Path) -> str:
