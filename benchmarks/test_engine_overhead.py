@@ -26,7 +26,7 @@ from vqbench.build import ModelEMA, build_loss, build_model, build_optimizers
 from vqbench.checkpoint import seed_everything
 from vqbench.config import parse_run_config
 from vqbench.data import build_split
-from vqbench.train import train
+from vqbench.train import TrainOptions, train
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS, LOG_EVERY = 60, 20  # the first window (20 steps) is warm-up; 40 steps are measured
@@ -51,7 +51,7 @@ CASES = {
 
 def engine_images_per_s(config, out: Path) -> float:
     """Steady-state images/s from the run's log (windows after the first)."""
-    train(config, out, device=str(DEVICE), show_progress=False)
+    train(config, out, TrainOptions(device=str(DEVICE), show_progress=False))
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     windows = [r["images_per_s"] for r in records if "images_per_s" in r][1:]
     return len(windows) / sum(1 / w for w in windows)

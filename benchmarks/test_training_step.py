@@ -1,11 +1,12 @@
 """A full `vqgan` training step with and without the quantizer: the quantizer's share.
 
-The engine's own step (`vqbench.train.generator_step` and `discriminator_step`, then the model
-EMA) on the paper's setting: the `vqgan` preset at 128x128, a batch of 32, bf16 autocast,
-L1 + LPIPS + 0.1 GAN, 65,536 codes of dim 128. LPIPS's VGG16 trunk has random weights (the
-trained ones cannot be downloaded on the GPU machine; the cost is the same). "Without the
-quantizer" is an identity in its place (`NoQuantizer`); vector-quantize-pytorch's modules sit
-in the same place through `VQTorchQuantizer`. CUDA only: on CPU a step takes minutes.
+The engine's own step (`vqbench.train.Trainer.train_step`: generator and discriminator steps,
+the model EMA, the learning-rate schedule) on the paper's setting: the `vqgan` preset at
+128x128, a batch of 32, bf16 autocast, L1 + LPIPS + 0.1 GAN, 65,536 codes of dim 128.
+LPIPS's VGG16 trunk has random weights (the trained ones cannot be downloaded on the GPU
+machine; the cost is the same). "Without the quantizer" is an identity in its place
+(`NoQuantizer`); vector-quantize-pytorch's modules sit in the same place through
+`VQTorchQuantizer`. CUDA only: on CPU a step takes minutes.
 """
 
 from __future__ import annotations
@@ -16,10 +17,8 @@ from cases import _vqtorch_module
 from test_quantizers import DEVICE, device_name, synchronised
 
 from vqbench import distributed
-from vqbench.build import ModelEMA, build_loss, build_optimizers
-from vqbench.checkpoint import TrainState, seed_everything
+from vqbench.checkpoint import seed_everything
 from vqbench.config import RunConfig
-from vqbench.metrics import CodebookUsage
 from vqbench.models import build_autoencoder
 from vqbench.quantizer import (
     ExplicitCodebookParams,
@@ -27,7 +26,7 @@ from vqbench.quantizer import (
     QuantizerOutput,
     create_quantizer,
 )
-from vqbench.train import discriminator_step, generator_step
+from vqbench.train import Parts, Trainer
 
 BATCH, RESOLUTION, SIZE, DIM = 32, 128, 65536, 128
 CONTEXT = "bf16"  # the issue's reference step: bf16 autocast
@@ -98,20 +97,12 @@ def training_step(quantizer: Quantizer):
     world = distributed.setup(str(DEVICE))
     seed_everything(0)
     perceptual = lpips.LPIPS(net="vgg", pnet_rand=True, verbose=False).to(DEVICE).eval()
-    model = build_autoencoder("vqgan", quantizer, RESOLUTION).to(DEVICE)
-    loss_fn = build_loss(config, perceptual, DEVICE)
-    opt_g, opt_d = build_optimizers(config, model, loss_fn.discriminator)
-    off = torch.amp.GradScaler(DEVICE.type, enabled=False)
-    state = TrainState(model, ModelEMA(model, 0.999), loss_fn.discriminator, opt_g, opt_d, off, off)
-    precision = distributed.pick_precision(CONTEXT, DEVICE)
-    usage = CodebookUsage(quantizer.codebook_size).to(DEVICE)
+    model = build_autoencoder("vqgan", quantizer, RESOLUTION)
+    trainer = Trainer.build(config, world, 1000, Parts(model=model, perceptual=perceptual))
     x = torch.rand(BATCH, 3, RESOLUTION, RESOLUTION, device=DEVICE) * 2 - 1
 
     def step():
-        pairs, _ = generator_step(state, model, loss_fn, [x], precision, world, usage)
-        discriminator_step(state, loss_fn.discriminator, loss_fn, pairs, precision, world)
-        state.ema.update(model)
-        state.step += 1
+        trainer.train_step([x])
 
     return step
 

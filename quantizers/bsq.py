@@ -85,6 +85,7 @@ class BSQ(Quantizer):
     """Binary spherical quantization: signs of l2-normalised channels, scaled onto the sphere."""
 
     Params = BSQParams
+    small_config = {"codebook_size": 64, "dim": 16}
     explicit_codebook = False
 
     def __init__(self, **params) -> None:

@@ -202,6 +202,7 @@ class ResidualQuantizer(CompositeQuantizer):
     """Residual quantization: each stage quantizes what the previous stages left."""
 
     Params = ResidualParams
+    small_config = {"stages": 2, "quantizer_params": {"codebook_size": 8}, "dim": 16}
 
     def reduction(self) -> str:
         return self.params.stage_loss
@@ -250,6 +251,12 @@ class ProductQuantizer(CompositeQuantizer):
     """Product quantization: the channels split into parts, each quantized on its own."""
 
     Params = ProductParams
+    small_config = {
+        "parts": 2,
+        "quantizer": "vanilla",
+        "quantizer_params": {"codebook_size": 8},
+        "dim": 16,
+    }
     loss_reduction = "mean"
 
     def quantize_tokens(self, z: torch.Tensor) -> QuantizerOutput:

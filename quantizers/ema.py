@@ -56,6 +56,7 @@ class EMAVQ(ExplicitCodebookQuantizer):
     """VQ-VAE with an exponential-moving-average codebook (decay 0.99, Laplace smoothing)."""
 
     Params = EMAParams
+    small_config = {"codebook_size": 64, "dim": 16}
 
     def __init__(self, **params) -> None:
         super().__init__(**params)

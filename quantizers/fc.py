@@ -42,6 +42,7 @@ class FactorizedVQ(ExplicitCodebookQuantizer):
     """VQGAN-FC: project to a low dimension, l2-normalise codes and tokens (cosine lookup)."""
 
     Params = FCParams
+    small_config = {"codebook_size": 64, "dim": 16, "lookup_dim": 4}
 
     def __init__(self, **params) -> None:
         super().__init__(**params)

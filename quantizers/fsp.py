@@ -128,6 +128,7 @@ class FSP(Quantizer):
     """
 
     Params = FSPParams
+    small_config = {"levels": [5, 4, 3], "dim": 16}
     explicit_codebook = False
 
     def __init__(self, **params) -> None:

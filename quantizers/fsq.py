@@ -58,6 +58,7 @@ class FSQ(Quantizer):
     """Finite scalar quantization: bound each of a few channels, round to a fixed grid."""
 
     Params = FSQParams
+    small_config = {"levels": [5, 4, 3], "dim": 16}
     explicit_codebook = False
 
     def __init__(self, **params) -> None:

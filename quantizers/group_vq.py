@@ -173,6 +173,7 @@ class GroupVQ(ExplicitCodebookQuantizer):
     """Group-VQ: per-group projectors of frozen random cores; resample/extend after training."""
 
     Params = GroupVQParams
+    small_config = {"codebook_size": 64, "dim": 16, "groups": 4}
     resamplable = True
 
     def __init__(self, **params) -> None:

@@ -67,6 +67,7 @@ class IBQ(ExplicitCodebookQuantizer):
     """Index backpropagation: a straight-through soft one-hot, so every code gets a gradient."""
 
     Params = IBQParams
+    small_config = {"codebook_size": 64, "dim": 16}
 
     def __init__(self, **params) -> None:
         super().__init__(**params)

@@ -201,6 +201,7 @@ class LeechQuantizer(Quantizer):
     """
 
     Params = LeechParams
+    small_config = {"dim": 16}
     explicit_codebook: ClassVar[bool] = True
 
     def __init__(self, **params) -> None:

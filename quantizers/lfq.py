@@ -46,6 +46,7 @@ class LFQ(Quantizer):
     """Lookup-free quantization: signs of a few channels, with an exact entropy loss."""
 
     Params = LFQParams
+    small_config = {"codebook_size": 64, "dim": 16}
     explicit_codebook = False
 
     def __init__(self, **params) -> None:

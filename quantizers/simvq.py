@@ -32,6 +32,7 @@ class SimVQ(ExplicitCodebookQuantizer):
     """SimVQ: frozen random codes through one trained linear layer (the whole space moves)."""
 
     Params = SimVQParams
+    small_config = {"codebook_size": 64, "dim": 16}
 
     def __init__(self, **params) -> None:
         super().__init__(**params)

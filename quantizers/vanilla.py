@@ -35,6 +35,7 @@ class VanillaVQ(ExplicitCodebookQuantizer):
     """Vanilla VQ-VAE/VQGAN quantizer: a trainable codebook and the straight-through estimator."""
 
     Params = VanillaParams
+    small_config = {"codebook_size": 64, "dim": 16}
 
     def __init__(self, **params) -> None:
         super().__init__(**params)

@@ -122,6 +122,7 @@ class VQGANLC(ExplicitCodebookQuantizer):
     """VQGAN-LC: frozen k-means codebook of image features, trained projector."""
 
     Params = VQGANLCParams
+    small_config = {"codebook_size": 64, "dim": 16, "lookup_dim": 4, "patch_size": 2}
     initialises_from_data = True
 
     def __init__(self, **params) -> None:

@@ -1,5 +1,6 @@
 """What the claims read: the suites' report JSON, and per-run evidence (training curves, the
-trained codebooks). `Evidence` is passed to each claim, so tests can hand it made-up runs."""
+trained codebooks' per-group code norms that evaluation wrote into `figures.json`; no trained
+weights are loaded). `Evidence` is passed to each claim, so tests can hand it made-up runs."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 import torch
 from scipy.stats import f_oneway
 
-from vqbench.build import load_trained
+from vqbench.build import run_config
 from vqbench.errors import VQBenchError
 from vqbench.quantizer import create_quantizer
 from vqbench.rundir import RunDir
@@ -54,18 +55,21 @@ class Evidence:
 
     def norm_anova(self, run_dir: str) -> tuple[float, float]:
         """One-way ANOVA p-value of code norms across groups: trained, and at initialisation."""
-        config, model, _, _ = load_trained(run_dir, use_ema=True)
-
-        def p_value(quantizer) -> float:
-            with torch.no_grad():
-                norms = quantizer.codebook().norm(dim=1)
-                group = quantizer.code_groups()
-            groups = int(group.max()) + 1
-            return float(f_oneway(*[norms[group == j].numpy() for j in range(groups)]).pvalue)
-
+        run = RunDir(run_dir)
+        data = run.figure_data()
+        if data is None or data["groups"] is None:
+            raise VQBenchError(
+                f"{run_dir} has no per-group code norms (figures.json); write them with "
+                f"`vqbench eval {run_dir} --figures-only`"
+            )
+        trained = f_oneway(*data["groups"]["code_norms"]).pvalue
+        config = run_config(run)
         torch.manual_seed(config.seed)
         initial = create_quantizer(config.quantizer.name, **config.quantizer.params)
-        return p_value(model.quantizer), p_value(initial)
+        with torch.no_grad():
+            norms, group = initial.codebook().norm(dim=1), initial.code_groups()
+        by_group = [norms[group == j].numpy() for j in range(int(group.max()) + 1)]
+        return float(trained), float(f_oneway(*by_group).pvalue)
 
     def epochs_to_full(self, run_dir: str, fraction: float = 0.9) -> int:
         """First epoch (1-based) whose train usage reaches `fraction` of the run's best epoch."""

@@ -12,27 +12,10 @@ import pytest
 import yaml
 from safetensors.torch import load_file
 
-SMALL_QUANTIZER_PARAMS = {
-    "vanilla": {"codebook_size": 64, "dim": 16},
-    "ema": {"codebook_size": 64, "dim": 16},
-    "fc": {"codebook_size": 64, "dim": 16, "lookup_dim": 4},
-    "fsq": {"levels": [5, 4, 3], "dim": 16},
-    "lfq": {"codebook_size": 64, "dim": 16},
-    "vqgan_lc": {"codebook_size": 64, "dim": 16, "lookup_dim": 4, "patch_size": 2},
-    "simvq": {"codebook_size": 64, "dim": 16},
-    "group_vq": {"codebook_size": 64, "dim": 16, "groups": 4},
-    "bsq": {"codebook_size": 64, "dim": 16},
-    "ibq": {"codebook_size": 64, "dim": 16},
-    "leech": {"dim": 16},
-    "fsp": {"levels": [5, 4, 3], "dim": 16},
-    "residual": {"stages": 2, "quantizer_params": {"codebook_size": 8}, "dim": 16},
-    "product": {
-        "parts": 2,
-        "quantizer": "ema",
-        "quantizer_params": {"codebook_size": 8},
-        "dim": 16,
-    },
-}
+from tests.helpers import SMALL_CONFIGS
+
+#: Every registered quantizer's small configuration (`Quantizer.small_config`).
+SMALL_QUANTIZER_PARAMS = SMALL_CONFIGS
 
 
 def small_config(name: str = "simvq", *, steps: int = 4, batch: int = 4, **sections) -> dict:

@@ -4,22 +4,15 @@ from __future__ import annotations
 
 import torch
 
-#: Small configurations of every built-in quantizer, used by the shared interface tests.
+from vqbench.quantizer import get_quantizer_class, list_quantizers
+
+#: The small configuration of every registered quantizer (its `small_config` class attribute),
+#: used by the shared interface tests and the engine tests; `tests/test_registry.py` checks
+#: that every registered name declares one.
 SMALL_CONFIGS = {
-    "vanilla": dict(codebook_size=64, dim=16),
-    "ema": dict(codebook_size=64, dim=16),
-    "fc": dict(codebook_size=64, dim=16, lookup_dim=4),
-    "fsq": dict(levels=[5, 4, 3], dim=16),
-    "lfq": dict(codebook_size=64, dim=16),
-    "vqgan_lc": dict(codebook_size=64, dim=16, lookup_dim=4),
-    "simvq": dict(codebook_size=64, dim=16),
-    "group_vq": dict(codebook_size=64, dim=16, groups=4),
-    "bsq": dict(codebook_size=64, dim=16),
-    "ibq": dict(codebook_size=64, dim=16),
-    "leech": dict(dim=16),
-    "fsp": dict(levels=[5, 4, 3], dim=16),
-    "residual": dict(stages=2, quantizer="vanilla", quantizer_params=dict(codebook_size=8), dim=16),
-    "product": dict(parts=2, quantizer="vanilla", quantizer_params=dict(codebook_size=8), dim=16),
+    name: dict(get_quantizer_class(name).small_config)
+    for name in list_quantizers()
+    if get_quantizer_class(name).small_config is not None
 }
 
 

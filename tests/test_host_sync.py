@@ -20,7 +20,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from tests.engine_helpers import SteadyStateWindows, small_config
 from vqbench.config import parse_run_config
-from vqbench.train import train
+from vqbench.train import TrainOptions, train
 
 #: aten ops that wait for the device on CUDA (or copy a host literal to it).
 SYNC_OPS = {
@@ -89,7 +89,8 @@ def count_steady_state_syncs(name: str, tmp_path, monkeypatch, **sections) -> tu
     windows.install(monkeypatch)
     config = small_config(name, steps=6, batch=4, **sections)
     config["train"].update(log_every=6, checkpoint_every=100)
-    train(parse_run_config(config, "test"), tmp_path / name, device="cpu", show_progress=False)
+    options = TrainOptions(device="cpu", show_progress=False)
+    train(parse_run_config(config, "test"), tmp_path / name, options)
     return counter.counts, windows.windows
 
 

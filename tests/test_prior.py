@@ -10,9 +10,10 @@ import pytest
 import torch
 
 from vqbench import VQBenchError
+from vqbench.config import ProbeConfig
 from vqbench.distributed import World
 from vqbench.prior import DigitLayout, TokenPrior, categorical, split_radix
-from vqbench.probe import ProbeConfig, build_prior, train_prior, validation_nll
+from vqbench.probe import build_prior, train_prior, validation_nll
 
 CPU = World(rank=0, size=1, local_rank=0, device=torch.device("cpu"))
 

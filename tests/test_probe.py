@@ -17,12 +17,12 @@ from tests.engine_helpers import small_config, write_config
 from tests.metrics.test_pretrained_metrics import Uint8Images, random_inception_weights
 from vqbench.build import load_trained
 from vqbench.cli import main
+from vqbench.config import ProbeConfig
 from vqbench.data import EmbeddedPhotos, build_split, to_uint8
 from vqbench.distributed import World
+from vqbench.metrics import SampleFID
 from vqbench.pretrained import INCEPTION_FILE
 from vqbench.probe import (
-    ProbeConfig,
-    SampleFID,
     TokenSet,
     build_prior,
     class_indices,
@@ -255,18 +255,18 @@ def test_gfid_equals_torch_fidelity_on_the_same_samples(trained_run, tmp_path, m
     config, model, _, _ = load_trained(trained_run / "run")
     probe = ProbeConfig(**{**TINY_PROBE, "samples": 4})  # Inception is slow on a CPU
     parts = prepare(model, config, probe, cpu)
-    assert isinstance(parts["fid"], SampleFID)
+    assert isinstance(parts.fid, SampleFID)
     torch.manual_seed(0)
-    prior = build_prior(parts["layout"], 64, 0, probe).eval()  # untrained: any prior will do
-    first, _ = sample_and_measure(prior, model, parts["val"], None, parts["fid"], probe, cpu, 0)
-    again, _ = sample_and_measure(prior, model, parts["val"], None, parts["fid"], probe, cpu, 0)
+    prior = build_prior(parts.layout, 64, 0, probe).eval()  # untrained: any prior will do
+    first, _ = sample_and_measure(prior, model, parts.val, None, parts.fid, probe, cpu, 0)
+    again, _ = sample_and_measure(prior, model, parts.val, None, parts.fid, probe, cpu, 0)
     assert again["gfid"] == first["gfid"]  # the fake side starts afresh for every seed
     # The same samples by hand: batch b of seed s comes from a generator seeded s * 1000003 + b.
     samples = []
     for b, start in enumerate(range(0, probe.samples, probe.eval_batch_size)):
         n = min(probe.eval_batch_size, probe.samples - start)
         digits = prior.sample(n, generator=torch.Generator().manual_seed(b))
-        samples.append(decode(model, parts["layout"], digits, (8, 8)))
+        samples.append(decode(model, parts.layout, digits, (8, 8)))
     val = build_split(config.data, train=False, seed=config.seed)
     reference = torch_fidelity.calculate_metrics(
         input1=Uint8Images(torch.cat(samples)),

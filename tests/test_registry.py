@@ -5,7 +5,7 @@ import torch
 
 from tests.helpers import SMALL_CONFIGS
 from vqbench import VQBenchError, create_quantizer, list_quantizers, register_quantizer
-from vqbench.quantizer import QUANTIZERS, ExplicitCodebookQuantizer
+from vqbench.quantizer import QUANTIZERS, ExplicitCodebookQuantizer, get_quantizer_class
 from vqbench.registry import load_plugin
 
 BUILT_INS = set(SMALL_CONFIGS)
@@ -19,6 +19,18 @@ def test_built_ins_are_declared_as_entry_points_and_registered():
     assert {ep.name for ep in points if ep.value.startswith("vqbench_quantizers.")} == BUILT_INS
     assert BUILT_INS <= set(list_quantizers())
     for name in BUILT_INS:
+        assert type(create_quantizer(name, **SMALL_CONFIGS[name])).name == name
+
+
+def test_every_registered_quantizer_declares_a_small_configuration_that_builds():
+    """The lists of the shared tests come from the registry: a quantizer without a
+    `small_config` would silently escape the interface and engine tests."""
+    names = list_quantizers()
+    assert {"vanilla", "bsq", "ibq", "residual", "product"} <= set(names)
+    missing = [n for n in names if get_quantizer_class(n).small_config is None]
+    assert not missing, f"declare `small_config` on {missing}"
+    assert set(SMALL_CONFIGS) == set(names)
+    for name in names:
         assert type(create_quantizer(name, **SMALL_CONFIGS[name])).name == name
 
 

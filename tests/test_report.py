@@ -72,3 +72,14 @@ def test_throughput_leaves_out_the_warm_up_window_and_averages_seeds(tmp_path):
     r = row("SimVQ", {})
     r.throughput = result
     assert "| SimVQ    | 293.3      | 110.0         | 5.50" in throughput_table([r])
+
+
+def test_the_settings_line_names_a_schedule_other_than_the_constant_default():
+    from vqbench.config import ScheduleConfig
+    from vqbench.report import schedule_words
+
+    assert schedule_words(ScheduleConfig()) == ""
+    cosine = ScheduleConfig(kind="cosine", warmup_steps=5, min_lr_ratio=0.1)
+    assert schedule_words(cosine) == " (cosine, 5 warmup steps, down to 0.1 of it)"
+    warm = ScheduleConfig(kind="linear_warmup", warmup_steps=3)
+    assert schedule_words(warm) == " (linear warmup, 3 warmup steps)"

@@ -74,7 +74,30 @@ def small_suite(tmp_path: Path, **changes) -> Path:
     return path
 
 
-def test_a_small_suite_end_to_end_then_rerun_and_report(tmp_path, capsys):
+def forbid_weights(monkeypatch) -> None:
+    """Make every way of loading weights, building a model or using a device fail."""
+    import safetensors.torch
+    import torch
+
+    import vqbench.build
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the report loaded weights, built a model or used a device")
+
+    for owner, name in [
+        (torch, "load"),
+        (safetensors.torch, "load_file"),
+        (vqbench.build, "load_trained"),
+        (vqbench.build, "build_model"),
+        (vqbench.build, "load_checkpoint"),
+        (torch.nn.Module, "load_state_dict"),
+        (torch.nn.Module, "__call__"),
+        (torch.nn.Module, "to"),
+    ]:
+        monkeypatch.setattr(owner, name, refuse)
+
+
+def test_a_small_suite_end_to_end_then_rerun_and_report(tmp_path, capsys, monkeypatch):
     suite = small_suite(tmp_path)
     runs, results = tmp_path / "runs", tmp_path / "results"
     args = ["run", str(suite), "--out", str(runs), "--results", str(results)]
@@ -98,11 +121,52 @@ def test_a_small_suite_end_to_end_then_rerun_and_report(tmp_path, capsys):
     assert main(args) == 0
     assert capsys.readouterr().out.count("finished earlier, skipped") == 4
     assert {p: p.stat().st_mtime_ns for p in runs.rglob("*.safetensors")} == stamps
-    # `vqbench report` rebuilds the tables from the runs alone.
+    # `vqbench report` rebuilds the tables and every figure from the run folders alone.
     (results / "mini.md").unlink()
-    assert main(["report", str(runs / "mini"), "--results", str(results)]) == 0
+    for figure in data["figures"]:
+        (results / figure).unlink()
+    with monkeypatch.context() as patched:
+        forbid_weights(patched)
+        assert main(["report", str(runs / "mini"), "--results", str(results)]) == 0
     rebuilt = (results / "mini.md").read_text()
     assert rebuilt.split("## Notes")[0] == report.split("## Notes")[0]
+    assert json.loads((results / "mini.json").read_text())["figures"] == data["figures"]
+    for figure in data["figures"]:
+        assert (results / figure).is_file()
+
+
+def test_runs_evaluated_before_figure_data_are_brought_up_to_date_without_retraining(
+    tmp_path, capsys, monkeypatch
+):
+    """Folders without figures.json / reconstructions.png (older code): the report says which
+    command writes them; `vqbench eval RUN --figures-only` writes them and nothing else."""
+    suite = small_suite(tmp_path, seeds=[0])
+    runs, results = tmp_path / "runs", tmp_path / "results"
+    assert main(["run", str(suite), "--out", str(runs), "--results", str(results)]) == 0
+    figures = json.loads((results / "mini.json").read_text())["figures"]
+    folders = sorted(p.parent for p in (runs / "mini").glob("*/eval.json"))
+    assert len(folders) == 2
+    for folder in folders:
+        (folder / "figures.json").unlink()
+        (folder / "reconstructions.png").unlink()
+    evals = {p: p.read_bytes() for p in (runs / "mini").rglob("eval*.json")}
+    weights = {p: p.stat().st_mtime_ns for p in (runs / "mini").rglob("*.safetensors")}
+    capsys.readouterr()
+    assert main(["report", str(runs / "mini"), "--results", str(results)]) == 0
+    out = capsys.readouterr().out
+    assert f"vqbench eval {folders[0]} --figures-only" in out
+    assert not any(
+        "reconstructions" in f for f in json.loads((results / "mini.json").read_text())["figures"]
+    )
+    for folder in folders:
+        assert main(["eval", str(folder), "--figures-only"]) == 0
+        assert (folder / "figures.json").is_file() and (folder / "reconstructions.png").is_file()
+    assert {p: p.read_bytes() for p in (runs / "mini").rglob("eval*.json")} == evals
+    assert {p: p.stat().st_mtime_ns for p in (runs / "mini").rglob("*.safetensors")} == weights
+    with monkeypatch.context() as patched:
+        forbid_weights(patched)
+        assert main(["report", str(runs / "mini"), "--results", str(results)]) == 0
+    assert json.loads((results / "mini.json").read_text())["figures"] == figures
 
 
 def test_killing_a_suite_and_starting_again_finishes_without_redoing_runs(tmp_path):

@@ -248,24 +248,21 @@ def test_the_discriminator_step_receives_the_generator_gradient_only_when_asked(
     from vqbench import distributed
     from vqbench.config import parse_run_config
     from vqbench.losses import hinge_discriminator_loss, non_saturating_generator_loss
-    from vqbench.metrics import CodebookUsage
-    from vqbench.train import build_state, discriminator_step, generator_step
+    from vqbench.train import Trainer
 
     config = parse_run_config(
         small_config("simvq", loss={"gan_weight": 0.1, "disc_receives_generator_grad": leak}),
         "test",
     )
-    world = distributed.setup("cpu")
-    state, loss_fn = build_state(config, world, None)
+    trainer = Trainer.build(config, distributed.setup("cpu"), total_steps=1)
+    state = trainer.state
     disc = state.discriminator
     state.opt_d = torch.optim.SGD(disc.parameters(), lr=1.0)  # the step is minus the gradient
     state.opt_g = torch.optim.SGD(state.model.parameters(), lr=0.0)  # freeze the autoencoder
     before = copy.deepcopy(disc)
     x = torch.rand(4, 3, 32, 32) * 2 - 1
-    usage = CodebookUsage(state.model.quantizer.codebook_size)
-    precision = distributed.pick_precision("fp32", world.device)
-    pairs, _ = generator_step(state, state.model, loss_fn, [x], precision, world, usage)
-    discriminator_step(state, disc, loss_fn, pairs, precision, world)
+    pairs = trainer.train_step([x]).pairs
+    assert "disc" in trainer.meter.sums and state.step == 1
     # The expected gradient, from a copy of D that sees the same forwards.
     x_rec = pairs[0][1]
     expected = hinge_discriminator_loss(before(x), before(x_rec))
@@ -277,3 +274,52 @@ def test_the_discriminator_step_receives_the_generator_gradient_only_when_asked(
     for i, (p0, p1, g) in enumerate(zip(before.parameters(), disc.parameters(), grads)):
         total = g + leak_grads[i] if leak else g
         torch.testing.assert_close(p0 - p1, total, rtol=1e-4, atol=1e-6)
+
+
+def test_a_learning_rate_schedule_is_stepped_by_the_trainer_and_restored_on_resume(tmp_path):
+    """Cosine after 2 warmup steps over 8 steps, floor 0.1; a state saved after 5 steps and
+    loaded into a fresh trainer continues with the same rates and the same weights."""
+    import io
+
+    from vqbench import distributed
+    from vqbench.config import parse_run_config
+    from vqbench.train import Trainer
+
+    schedule = {"kind": "cosine", "warmup_steps": 2, "min_lr_ratio": 0.1}
+    raw = small_config("vanilla", optim={"lr": 1e-3, "schedule": schedule})
+    config = parse_run_config(raw, "test")
+    world = distributed.setup("cpu")
+    x = [torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1]
+    a = Trainer.build(config, world, total_steps=8)
+    assert a.state.opt_g.param_groups[0]["lr"] == pytest.approx(0.5e-3)  # warmup: (0 + 1) / 2
+    rates = []
+    for _ in range(5):
+        a.train_step(x)
+        rates.append(a.state.opt_g.param_groups[0]["lr"])
+    # By hand: 1, then 0.1 + 0.9 * (1 + cos(pi * t)) / 2 at t = 0, 1/6, 2/6, 3/6.
+    assert rates == pytest.approx([1e-3, 1e-3, 0.9397114e-3, 0.775e-3, 0.55e-3], rel=1e-6)
+    buffer = io.BytesIO()
+    torch.save(a.state.state_dict(), buffer)  # as a checkpoint's state.pt is written and read
+    saved = torch.load(io.BytesIO(buffer.getvalue()), weights_only=True)
+    b = Trainer.build(config, world, total_steps=8)
+    b.state.load_state_dict(a.state.weights(), saved)
+    for _ in range(3):
+        a.train_step(x)
+        b.train_step(x)
+        assert b.state.opt_g.param_groups[0]["lr"] == a.state.opt_g.param_groups[0]["lr"]
+    assert a.state.opt_g.param_groups[0]["lr"] == pytest.approx(0.1e-3)  # the floor at t = 1
+    for key, value in a.state.model.state_dict().items():
+        assert torch.equal(value, b.state.model.state_dict()[key]), key
+
+
+def test_the_default_constant_schedule_keeps_the_fingerprint_of_earlier_runs():
+    """Runs recorded before schedules existed keep their fingerprint (a suite does not retrain
+    them); any other schedule is a different run."""
+    from vqbench.config import parse_run_config
+
+    plain = parse_run_config(small_config("vanilla"), "test")
+    assert plain.fingerprint() == "de248b91d66f978a"  # recorded with the code before schedules
+    warm = {"schedule": {"kind": "linear_warmup", "warmup_steps": 2}}
+    assert parse_run_config(small_config("vanilla", optim=warm), "test").fingerprint() != (
+        plain.fingerprint()
+    )

@@ -1,16 +1,24 @@
-"""Factories: a run config in, the parts of a run out (model, loss, optimisers, model EMA),
-and a trained model back from a run directory (`load_trained`)."""
+"""Factories: a run config in, the parts of a run out (model, loss, optimisers with their
+learning-rate schedules, model EMA), and a trained model back from a run directory
+(`load_trained`)."""
 
 from __future__ import annotations
 
 import copy
+import math
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from vqbench.checkpoint import latest_checkpoint, load_checkpoint, load_error_detail
-from vqbench.config import RunConfig, parse_run_config, read_yaml
+from vqbench.checkpoint import (
+    is_checkpoint,
+    latest_checkpoint,
+    load_checkpoint,
+    load_error_detail,
+)
+from vqbench.config import RunConfig, ScheduleConfig, parse_run_config, read_yaml
 from vqbench.errors import VQBenchError
 from vqbench.losses import AutoencoderLoss, PatchDiscriminator
 from vqbench.models import Autoencoder, build_autoencoder
@@ -79,12 +87,50 @@ def build_optimizers(
     return opt_g, opt_d
 
 
+def schedule_factor(schedule: ScheduleConfig, total_steps: int) -> Callable[[int], float]:
+    """The learning rate's factor at each step (0-based), applied to every base rate.
+
+    `constant`: 1. `linear_warmup`: (step + 1) / warmup_steps up to 1, then 1. `cosine`: the
+    same warmup, then min_ratio + (1 - min_ratio) * (1 + cos(pi * t)) / 2 with t going from 0
+    at the end of the warmup to 1 at the last step (SGDR's annealing, Loshchilov & Hutter
+    2017, eq. 5, without restarts)."""
+    warmup, floor = schedule.warmup_steps, schedule.min_lr_ratio
+    span = max(1, total_steps - warmup)
+
+    def factor(step: int) -> float:
+        if schedule.kind == "constant":
+            return 1.0
+        if step < warmup:
+            return (step + 1) / warmup
+        if schedule.kind == "linear_warmup":
+            return 1.0
+        t = min(1.0, (step - warmup) / span)
+        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * t))
+
+    return factor
+
+
+def build_schedules(
+    schedule: ScheduleConfig,
+    optimizers: Sequence[torch.optim.Optimizer | None],
+    total_steps: int,
+) -> list[torch.optim.lr_scheduler.LRScheduler]:
+    """One scheduler per optimiser (the same factor of each one's own rate), stepped once per
+    training step by the trainer and kept in checkpoints."""
+    factor = schedule_factor(schedule, total_steps)
+    return [torch.optim.lr_scheduler.LambdaLR(opt, factor) for opt in optimizers if opt is not None]
+
+
 class ModelEMA:
     """Exponential moving average of the weights (decay 0.999); buffers are copied as they are
     (SimVQ's LitEma). Evaluation uses these weights."""
 
     def __init__(self, model: nn.Module, decay: float) -> None:
         self.decay = decay
+        self.reset(model)
+
+    def reset(self, model: nn.Module) -> None:
+        """Start again from a copy of `model` (after the quantizer's initialisation from data)."""
         self.model = copy.deepcopy(model).eval().requires_grad_(False)
 
     @torch.no_grad()
@@ -101,8 +147,8 @@ def find_run(path: str | Path) -> tuple[RunDir, Path]:
     path = Path(path)
     if not path.exists():
         raise VQBenchError(f"'{path}' does not exist; give a run directory or a checkpoint")
-    if (path / "state.pt").exists() or path.name.startswith("step-"):
-        return RunDir(path.parent.parent), path
+    if is_checkpoint(path):
+        return RunDir.owning(path), path
     run = RunDir(path)
     checkpoint = latest_checkpoint(run.checkpoints)
     if not run.config_file.is_file() or checkpoint is None:

@@ -1,8 +1,8 @@
 """Checkpoints: the whole training state, written so that a kill never leaves half a file.
 
 A checkpoint is a folder `checkpoints/step-NNNNNNNN/` with the weights in safetensors
-(`model`, `ema`, `discriminator`), the rest in `state.pt` (optimisers, loss scalers, every
-process's RNG state, the step, the config fingerprint) read back with
+(`model`, `ema`, `discriminator`), the rest in `state.pt` (optimisers, learning-rate
+schedules, loss scalers, every process's RNG state, the step, the config fingerprint) read back with
 `torch.load(weights_only=True)`, and `checksums.json` (SHA-256 of each file). It is written
 under a temporary name and renamed; `checkpoints/latest` (replaced atomically) names the last
 complete one; older ones beyond `keep` are removed. Loading verifies the checksums, so damaged
@@ -74,6 +74,8 @@ class TrainState:
     opt_d: torch.optim.Optimizer | None
     scaler_g: torch.amp.GradScaler
     scaler_d: torch.amp.GradScaler
+    #: Learning-rate schedulers, one per optimiser (`vqbench.build.build_schedules`).
+    schedules: list[torch.optim.lr_scheduler.LRScheduler] = field(default_factory=list)
     step: int = 0
     #: This process's part of what the log accumulates between records (the epoch's code
     #: counts, the loss window), so that the log of a resumed run equals an uninterrupted one.
@@ -92,6 +94,7 @@ class TrainState:
             "opt_d": self.opt_d.state_dict() if self.opt_d is not None else {},
             "scaler_g": self.scaler_g.state_dict(),
             "scaler_d": self.scaler_d.state_dict(),
+            "schedules": [schedule.state_dict() for schedule in self.schedules],
         }
 
     def load_state_dict(
@@ -105,6 +108,10 @@ class TrainState:
         self.opt_g.load_state_dict(state["opt_g"])
         self.scaler_g.load_state_dict(state["scaler_g"])
         self.scaler_d.load_state_dict(state["scaler_d"])
+        # Checkpoints from before schedules existed were trained at a constant rate, which a
+        # fresh constant schedule continues.
+        for schedule, saved in zip(self.schedules, state.get("schedules", [])):
+            schedule.load_state_dict(saved)
         self.step = int(state["step"])
 
     def save(self, folder: Path, world: distributed.World, fingerprint: str, keep: int) -> None:
@@ -179,6 +186,11 @@ def save_checkpoint(
     for old in sorted(folder.glob("step-*"))[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def is_checkpoint(path: Path) -> bool:
+    """True for a checkpoint folder (`step-*`, or any folder holding a `state.pt`)."""
+    return (path / "state.pt").exists() or path.name.startswith("step-")
 
 
 def latest_checkpoint(folder: Path) -> Path | None:

@@ -84,12 +84,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     from vqbench.config import load_run_config
     from vqbench.evaluate import evaluate_run
     from vqbench.rundir import RunDir
-    from vqbench.train import TrainingDiverged, train
+    from vqbench.train import TrainingDiverged, TrainOptions, train
 
     config = load_run_config(args.config)
     run = RunDir(Path(args.out) if args.out else Path("runs") / config.name)
     try:
-        train(config, run.path, resume=args.resume, force=args.force, device=args.device)
+        options = TrainOptions(resume=args.resume, force=args.force, device=args.device)
+        train(config, run.path, options)
         if not args.no_eval:
             out, results = evaluate_run(run.path, device=args.device)
             if distributed.is_main_process():
@@ -104,7 +105,16 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from vqbench.evaluate import evaluate_run
+    from vqbench.evaluate import evaluate_run, write_figures_only
+
+    if args.figures_only:
+        if args.resample or args.extend or args.split != "val":
+            raise VQBenchError(
+                "--figures-only writes the trained codebook's figure data; drop --resample, "
+                "--extend and --split"
+            )
+        print(f"vqbench: wrote {write_figures_only(args.run, device=args.device)}")
+        return 0
 
     out, results = evaluate_run(
         args.run,
@@ -269,6 +279,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="Group-VQ: keep the trained codes and extend to N (Algorithm 2)",
     )
     p.add_argument("--seed", type=int, default=1, help="seed of the codes drawn")
+    p.add_argument(
+        "--figures-only",
+        action="store_true",
+        help="write only what the report's figures need (figures.json, reconstructions.png), "
+        "e.g. for runs evaluated by an earlier version; eval.json is left as it is",
+    )
     p.add_argument("--device")
     p.set_defaults(func=cmd_eval)
     p = sub.add_parser(

@@ -41,6 +41,11 @@ NOT_IN_FINGERPRINT = (
     "train.tensorboard",
     "train.time_quantizer",
 )
+#: Keys added after runs were recorded: left out of both fingerprints while at their default, so
+#: that the fingerprints of earlier runs (and of configs that do not use them) stay the same.
+OMITTED_AT_DEFAULT = {
+    "optim.schedule": {"kind": "constant", "warmup_steps": 0, "min_lr_ratio": 0.0}
+}
 #: Further keys left out of the settings fingerprint: what a comparison varies.
 NOT_IN_SETTINGS = ("quantizer", "seed", "plugins")
 
@@ -122,10 +127,32 @@ class LossConfig(Section):
     disc_receives_generator_grad: bool = False
 
 
+class ScheduleConfig(Section):
+    """The learning rate over training (`vqbench.build.schedule_factor`): `constant` (the
+    default, as in taming-transformers and SimVQ), `linear_warmup`, or `cosine` (after an
+    optional linear warmup, down to `min_lr_ratio` of the rate at the last step)."""
+
+    kind: Literal["constant", "linear_warmup", "cosine"] = "constant"
+    warmup_steps: NonNegativeInt = 0
+    min_lr_ratio: float = pydantic.Field(0.0, ge=0.0, le=1.0)
+
+    @pydantic.model_validator(mode="after")
+    def _meaningful(self) -> ScheduleConfig:
+        if self.kind == "constant" and (self.warmup_steps or self.min_lr_ratio):
+            raise ValueError(
+                "a constant schedule has no warmup_steps or min_lr_ratio; use kind "
+                "linear_warmup or cosine, or drop them"
+            )
+        if self.kind == "linear_warmup" and self.warmup_steps == 0:
+            raise ValueError("linear_warmup needs warmup_steps > 0 (or use kind constant)")
+        return self
+
+
 class OptimConfig(Section):
     lr: PositiveFloat = 1e-4
     betas: tuple[Beta, Beta] = (0.5, 0.9)
     disc_lr: PositiveFloat | None = None
+    schedule: ScheduleConfig = ScheduleConfig()
 
 
 class TrainConfig(Section):
@@ -227,12 +254,13 @@ class RunConfig(Section):
 
 def _digest(data: dict[str, Any], exclude: tuple[str, ...], length: int) -> str:
     data = json.loads(json.dumps(data))  # a deep copy of plain data
-    for key in exclude:
+    for key in exclude + tuple(OMITTED_AT_DEFAULT):
         *parents, leaf = key.split(".")
         node = data
         for part in parents:
             node = node.get(part, {})
-        node.pop(leaf, None)
+        if key in exclude or node.get(leaf) == OMITTED_AT_DEFAULT[key]:
+            node.pop(leaf, None)
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:length]
 
 
@@ -320,3 +348,64 @@ def parse_run_config(data: dict[str, Any], source: str) -> RunConfig:
 
 def load_run_config(path: str | Path) -> RunConfig:
     return parse_run_config(read_yaml(path), str(path))
+
+
+# ---- the downstream probe (`vqbench.probe`) ------------------------------------------------
+class ProbeConfig(pydantic.BaseModel):
+    """The prior and its training, identical for every run a suite probes."""
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+    # the transformer (Hugging Face GPT-2 from a config)
+    layers: PositiveInt = 2
+    width: PositiveInt = 64
+    heads: PositiveInt = 4
+    dropout: float = pydantic.Field(0.0, ge=0.0, lt=1.0)
+    # index components with more values are predicted as mixed-radix digits of at most this many
+    softmax_limit: int = pydantic.Field(4096, ge=2)
+    class_conditional: bool = True  # a class token where the data has labels
+    # training: AdamW, linear warm-up then cosine decay to zero, gradient norm clipped at 1
+    steps: PositiveInt = 240
+    batch_size: PositiveInt = 32  # token grids (images) per step, over all processes
+    lr: PositiveFloat = 4e-3
+    betas: tuple[float, float] = (0.9, 0.95)
+    weight_decay: NonNegativeFloat = 0.01
+    warmup_steps: NonNegativeInt = 20
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    seeds: list[NonNegativeInt] = pydantic.Field([0], min_length=1)
+    # evaluation and generation
+    samples: NonNegativeInt = 256  # sampled token grids decoded for gFID and sample usage
+    temperature: PositiveFloat = 1.0
+    gfid: bool = True
+    eval_batch_size: PositiveInt = 128
+    figure_samples: NonNegativeInt = 16
+
+    @pydantic.field_validator("seeds")
+    @classmethod
+    def _distinct(cls, seeds: list[int]) -> list[int]:
+        if len(set(seeds)) != len(seeds):
+            raise ValueError("seeds must be distinct")
+        return seeds
+
+    def fingerprint(self) -> str:
+        """Hash of what the results depend on (everything but the seeds: each seed is kept)."""
+        data = self.model_dump(mode="json", exclude={"seeds", "eval_batch_size"})
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+    def describe(self) -> str:
+        return (
+            f"GPT-2 {self.layers} layers x {self.width} wide ({self.heads} heads), AdamW lr "
+            f"{self.lr}, {self.steps} steps of {self.batch_size} images, seeds {self.seeds}, "
+            f"{self.samples} samples"
+        )
+
+
+def parse_probe_config(data: Any, source: str) -> ProbeConfig:
+    """A probe section (a mapping, or a file's `probe:` mapping) validated, one-line errors."""
+    if isinstance(data, dict) and isinstance(data.get("probe"), dict):
+        data = data["probe"]
+    if not isinstance(data, dict):
+        raise VQBenchError(f"{source}: the probe settings must be a mapping (key: value)")
+    try:
+        return ProbeConfig(**data)
+    except pydantic.ValidationError as err:
+        raise VQBenchError(format_config_error(f"{source}: probe", err, ProbeConfig)) from None

@@ -5,7 +5,10 @@ SimVQ's per-batch variant), SSIM, LPIPS and rFID, each accumulated over the whol
 reduced across processes (`vqbench.metrics`). A metric whose pretrained weights are missing is
 reported as `n/a (reason)`, with one line saying so. `evaluate_run` also applies post-training
 codebook operations (`--resample N`, `--extend N`, Group-VQ's Algorithm 2) to quantizers that
-can do them.
+can do them. Evaluating the trained codebook also writes what the report's figures need of the
+weights (`write_figure_data`: `figures.json` and `reconstructions.png`), so that a report is
+drawn from the run folders alone, without a model, weights or a torch device;
+`vqbench eval RUN --figures-only` writes just these for runs evaluated before they existed.
 """
 
 from __future__ import annotations
@@ -13,15 +16,24 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from PIL import Image
 
 from vqbench import distributed
 from vqbench.build import load_trained
 from vqbench.config import RunConfig
 from vqbench.data import build_split, eval_loader
 from vqbench.errors import VQBenchError
+from vqbench.files import atomic_write, atomic_write_json
 from vqbench.metrics import Unavailable, build_metrics
 from vqbench.models import Autoencoder
+from vqbench.quantizer import Quantizer
+from vqbench.rundir import RunDir
+
+#: The figures' samples: validation images in the reconstruction strip; groups shown, codes
+#: per group in the similarity matrix, and codes per group in the PCA scatter (Fig. 6, 7).
+STRIP_IMAGES, GROUPS_SHOWN, SIMILARITY_CODES, SCATTER_CODES = 6, 8, 16, 256
 
 _REPORTED: set[str] = set()
 
@@ -102,6 +114,84 @@ def apply_codebook_operation(
     return f"{op}-{size}"
 
 
+# ---- what the figures need -----------------------------------------------------------------
+def _pca_2d(x: torch.Tensor) -> torch.Tensor:
+    """The rows of `x`, centred, on their first two principal directions (`pca_lowrank`'s
+    random projection seeded apart from the global generator, which stays as it was)."""
+    centred = x - x.mean(0)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        _, _, v = torch.pca_lowrank(centred, q=2, center=False)
+    return centred @ v[:, :2]
+
+
+@torch.no_grad()
+def group_figure_data(quantizer: Quantizer) -> dict[str, Any] | None:
+    """Group-VQ Fig. 5-7 and 9 of a trained quantizer with a group layout, as plain data:
+    per-group code-norm mean and std (and every code's norm, per group), the cosine similarity
+    of codes sampled from the first groups, a 2-D PCA of codes per group and of the biases."""
+    stats = quantizer.group_statistics()
+    if stats is None:
+        return None
+    codes, group = quantizer.codebook().float().cpu(), quantizer.code_groups().cpu()
+    k = int(group.max()) + 1
+    shown = range(min(k, GROUPS_SHOWN))
+    sampled = torch.nn.functional.normalize(
+        torch.cat([codes[group == j][:SIMILARITY_CODES] for j in shown]), dim=1
+    )
+    xy = _pca_2d(codes)
+    biases = quantizer.group_biases()
+    return {
+        "groups": k,
+        "code_norm_mean": stats["code_norm_mean"].tolist(),
+        "code_norm_std": stats["code_norm_std"].tolist(),
+        "code_norms": [codes[group == j].norm(dim=1).tolist() for j in range(k)],
+        "similarity": (sampled @ sampled.t()).tolist(),
+        "pca_codes": [xy[group == j][:SCATTER_CODES].tolist() for j in shown],
+        "pca_biases": _pca_2d(biases.float().cpu()).tolist()
+        if biases is not None and k >= 3
+        else None,
+    }
+
+
+@torch.no_grad()
+def reconstruction_strip(model: Autoencoder, config: RunConfig, device: torch.device) -> np.ndarray:
+    """The first validation images over their reconstructions, one uint8 RGB image."""
+    data = build_split(config.data, train=False, seed=config.seed)
+    x = torch.stack([data[i] for i in range(min(STRIP_IMAGES, len(data)))]).to(device)
+    was_training = model.training
+    x_rec = model.eval()(x)[0].float().clamp(-1, 1)
+    model.train(was_training)
+    rows = [torch.cat(list(images), dim=2) for images in (x, x_rec)]  # (3, h, n * w) each
+    strip = (torch.cat(rows, dim=1) + 1) / 2
+    return (strip.permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
+
+
+def write_figure_data(model: Autoencoder, config: RunConfig, run: RunDir, checkpoint: Path) -> None:
+    """`figures.json` and `reconstructions.png` of the evaluated weights (rank 0 only)."""
+    device = next(model.parameters()).device
+    strip = reconstruction_strip(model, config, device)
+    data = {
+        "checkpoint": checkpoint.name,
+        "weights": "model_ema" if config.eval.use_ema else "model",
+        "strip_images": STRIP_IMAGES,
+        "groups": group_figure_data(model.quantizer),
+    }
+    with atomic_write(run.reconstructions_file) as tmp:
+        Image.fromarray(strip).save(tmp, format="PNG")
+    atomic_write_json(run.figure_data_file, data)
+
+
+def write_figures_only(path: str | Path, device: str | None = None) -> Path:
+    """`vqbench eval RUN --figures-only`: the figure data of a run evaluated before evaluation
+    wrote it; its eval*.json files are not touched."""
+    world = distributed.setup(device)
+    config, model, run, checkpoint = load_trained(path, device=world.device)
+    if world.is_main:
+        write_figure_data(model, config, run, checkpoint)
+    return run.figure_data_file
+
+
 def evaluate_run(
     path: str | Path,
     *,
@@ -126,5 +216,7 @@ def evaluate_run(
     )
     out = run.eval_file(operation, split)
     if world.is_main:
+        if operation is None and split == "val":  # the trained codebook: what figures need
+            write_figure_data(model, config, run, checkpoint)
         run.write_result(out, results)
     return out, results

@@ -5,8 +5,10 @@ resampling or self-extension. Fig. 5: per-group code-norm mean/std and usage. Fi
 cosine similarity of codes sampled per group, 2-D PCA of codes per group and of the biases.
 Fig. 10: originals and reconstructions per method. Probe: decoded samples of the downstream
 probe's prior per method (`probe-samples.png` of each run's first seed). Every figure is
-drawn from the report's `Row`s and what the trained quantizers say of themselves (their
-group layout), and written atomically.
+drawn from the report's `Row`s and from what evaluation wrote into the run folders
+(`figures.json`, `reconstructions.png`: `vqbench.evaluate.write_figure_data`), never from a
+model or its weights, and written atomically. A run evaluated before evaluation wrote these
+is left out of the two figures, with one line naming the command that writes them.
 """
 
 from __future__ import annotations
@@ -17,10 +19,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
+import numpy as np  # noqa: E402
 
-from vqbench.build import load_trained  # noqa: E402
-from vqbench.data import build_split  # noqa: E402
 from vqbench.files import atomic_write  # noqa: E402
 from vqbench.report import Row  # noqa: E402
 from vqbench.rundir import RunDir  # noqa: E402
@@ -92,21 +92,25 @@ def codebook_size_curves(rows: list[Row], out: Path) -> Path | None:
     return save_figure(fig, out, 110)
 
 
-def _trained_quantizer(row: Row):
-    _, model, _, _ = load_trained(row.run_dirs[0], use_ema=True)
-    return model.quantizer
+def _missing(run_dir: Path, what: str) -> None:
+    print(
+        f"vqbench: {run_dir} has no {what} (evaluated by an earlier version); "
+        f"`vqbench eval {run_dir} --figures-only` writes it",
+        flush=True,
+    )
 
 
 def group_figure(row: Row, out: Path) -> Path | None:
     """Fig. 5-7 and 9 for the first seed of a run whose quantizer has a group layout."""
-    q = _trained_quantizer(row)
-    stats = q.group_statistics()
+    run = RunDir(row.run_dirs[0])
+    data = run.figure_data()
+    if data is None:
+        _missing(run.path, run.figure_data_file.name)
+        return None
+    stats = data["groups"]
     if stats is None:
         return None
-    with torch.no_grad():
-        codes = q.codebook().float()
-        group = q.code_groups()
-    k = int(group.max()) + 1
+    k = stats["groups"]
     usage = row.results[0].get("group_usage")
     fig, axes = plt.subplots(1, 4, figsize=(19, 4))
     ax = axes[0]
@@ -124,24 +128,16 @@ def group_figure(row: Row, out: Path) -> Path | None:
         ax2.set_ylabel("usage per group (%)")
     ax.set_xlabel("group")
     ax.set_title("Per-group code norms and usage (Fig. 5)")
-    shown = list(range(min(k, 8)))
-    sampled = torch.cat([codes[group == j][:16] for j in shown])
-    sim = torch.nn.functional.normalize(sampled, dim=1)
-    axes[1].imshow((sim @ sim.t()).numpy(), cmap="coolwarm", vmin=-1, vmax=1)
-    axes[1].set_title(f"Cosine similarity, 16 codes of groups 0-{len(shown) - 1} (Fig. 6)")
-    centred = codes - codes.mean(0)
-    _, _, v = torch.pca_lowrank(centred, q=2, center=False)
-    xy = centred @ v[:, :2]
-    for j in shown:
-        pts = xy[group == j][:256]
+    shown = len(stats["pca_codes"])
+    axes[1].imshow(np.array(stats["similarity"]), cmap="coolwarm", vmin=-1, vmax=1)
+    axes[1].set_title(f"Cosine similarity, 16 codes of groups 0-{shown - 1} (Fig. 6)")
+    for j, points in enumerate(stats["pca_codes"]):
+        pts = np.array(points).reshape(-1, 2)
         axes[2].scatter(pts[:, 0], pts[:, 1], s=3, label=f"group {j}")
     axes[2].set_title("PCA of codes per group (Fig. 7)")
     axes[2].legend(fontsize=6, markerscale=3)
-    biases = q.group_biases()
-    if biases is not None and k >= 3:
-        b = biases - biases.mean(0)
-        _, _, vb = torch.pca_lowrank(b, q=2, center=False)
-        pb = b @ vb[:, :2]
+    if stats["pca_biases"] is not None:
+        pb = np.array(stats["pca_biases"])
         axes[3].scatter(pb[:, 0], pb[:, 1], s=12, c=range(k), cmap="viridis")
     axes[3].set_title("PCA of the group biases (Fig. 9)")
     return save_figure(fig, out, 100)
@@ -159,22 +155,27 @@ def group_figures(rows: list[Row], out_dir: Path, prefix: str) -> list[tuple[str
     return figures
 
 
-def reconstruction_strip(suite: Suite, rows: list[Row], out: Path, n: int = 6) -> Path | None:
-    shown = [r for r in rows if r.operation is None and r.results]
-    if not shown:
+def reconstruction_strip(rows: list[Row], out: Path) -> Path | None:
+    """The validation images (from the first run) over each method's reconstructions."""
+    strips = []
+    for row in rows:
+        if row.operation is not None or not row.results or not row.run_dirs:
+            continue
+        run = RunDir(row.run_dirs[0])
+        if not run.reconstructions_file.is_file():
+            _missing(run.path, run.reconstructions_file.name)
+            continue
+        image = plt.imread(run.reconstructions_file)  # originals over reconstructions
+        half = image.shape[0] // 2
+        if not strips:
+            strips.append(("original", image[:half]))
+        strips.append((row.label, image[half:]))
+    if not strips:
         return None
-    c = suite.runs[0].config
-    data = build_split(c.data, train=False, seed=c.seed)
-    x = torch.stack([data[i] for i in range(min(n, len(data)))])
-    strips = [("original", x)]
-    for row in shown:
-        _, model, _, _ = load_trained(row.run_dirs[0], use_ema=True)
-        with torch.no_grad():
-            strips.append((row.label, model(x)[0].clamp(-1, 1)))
-    fig, axes = plt.subplots(len(strips), 1, figsize=(1.4 * len(x), 1.5 * len(strips)))
-    for ax, (label, images) in zip(axes, strips):
-        strip = torch.cat(list((images + 1) / 2), dim=2).permute(1, 2, 0).numpy()
-        ax.imshow(strip.clip(0, 1))
+    n = strips[0][1].shape[1] // strips[0][1].shape[0]
+    fig, axes = plt.subplots(len(strips), 1, figsize=(1.4 * n, 1.5 * len(strips)), squeeze=False)
+    for ax, (label, image) in zip(axes[:, 0], strips):
+        ax.imshow(image.clip(0, 1))
         ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
         ax.set_xticks([])
         ax.set_yticks([])
@@ -213,7 +214,7 @@ def write_all(suite: Suite, rows: list[Row], out_dir: Path) -> list[tuple[str, P
         ),
         (
             "Reconstructions",
-            reconstruction_strip(suite, rows, out_dir / f"{name}-reconstructions.png"),
+            reconstruction_strip(rows, out_dir / f"{name}-reconstructions.png"),
         ),
         ("Probe samples", probe_samples(rows, out_dir / f"{name}-probe-samples.png")),
     ]:

@@ -30,90 +30,28 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-import pydantic
 import torch
-from pydantic import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 
 from vqbench import distributed
 from vqbench.build import find_run, load_trained, run_config
-from vqbench.config import RunConfig, format_config_error, read_yaml
+from vqbench.config import ProbeConfig, RunConfig, parse_probe_config, read_yaml
 from vqbench.data import EpochBatches, ImageFolder, build_split, eval_loader, shard_indices
 from vqbench.errors import VQBenchError
 from vqbench.files import atomic_write, read_json
-from vqbench.metrics import FID, Unavailable, usage_from_counts
+from vqbench.metrics import SampleFID, Unavailable, usage_from_counts
 from vqbench.models import Autoencoder
 from vqbench.pretrained import WeightsUnavailable, describe_missing, weights_file
 from vqbench.prior import DigitLayout, TokenPrior
-from vqbench.rundir import RunDir
+from vqbench.rundir import RunDir, SuiteDir
 
 LN2 = math.log(2.0)
 
 
-class ProbeConfig(pydantic.BaseModel):
-    """The prior and its training, identical for every run a suite probes."""
-
-    model_config = pydantic.ConfigDict(extra="forbid")
-    # the transformer (Hugging Face GPT-2 from a config)
-    layers: PositiveInt = 2
-    width: PositiveInt = 64
-    heads: PositiveInt = 4
-    dropout: float = pydantic.Field(0.0, ge=0.0, lt=1.0)
-    # index components with more values are predicted as mixed-radix digits of at most this many
-    softmax_limit: int = pydantic.Field(4096, ge=2)
-    class_conditional: bool = True  # a class token where the data has labels
-    # training: AdamW, linear warm-up then cosine decay to zero, gradient norm clipped at 1
-    steps: PositiveInt = 240
-    batch_size: PositiveInt = 32  # token grids (images) per step, over all processes
-    lr: PositiveFloat = 4e-3
-    betas: tuple[float, float] = (0.9, 0.95)
-    weight_decay: NonNegativeFloat = 0.01
-    warmup_steps: NonNegativeInt = 20
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
-    seeds: list[NonNegativeInt] = pydantic.Field([0], min_length=1)
-    # evaluation and generation
-    samples: NonNegativeInt = 256  # sampled token grids decoded for gFID and sample usage
-    temperature: PositiveFloat = 1.0
-    gfid: bool = True
-    eval_batch_size: PositiveInt = 128
-    figure_samples: NonNegativeInt = 16
-
-    @pydantic.field_validator("seeds")
-    @classmethod
-    def _distinct(cls, seeds: list[int]) -> list[int]:
-        if len(set(seeds)) != len(seeds):
-            raise ValueError("seeds must be distinct")
-        return seeds
-
-    def fingerprint(self) -> str:
-        """Hash of what the results depend on (everything but the seeds: each seed is kept)."""
-        data = self.model_dump(mode="json", exclude={"seeds", "eval_batch_size"})
-        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
-
-    def describe(self) -> str:
-        return (
-            f"GPT-2 {self.layers} layers x {self.width} wide ({self.heads} heads), AdamW lr "
-            f"{self.lr}, {self.steps} steps of {self.batch_size} images, seeds {self.seeds}, "
-            f"{self.samples} samples"
-        )
-
-
-def parse_probe_config(data: Any, source: str) -> ProbeConfig:
-    """A probe section (a mapping, or a file's `probe:` mapping) validated, one-line errors."""
-    if isinstance(data, dict) and isinstance(data.get("probe"), dict):
-        data = data["probe"]
-    if not isinstance(data, dict):
-        raise VQBenchError(f"{source}: the probe settings must be a mapping (key: value)")
-    try:
-        return ProbeConfig(**data)
-    except pydantic.ValidationError as err:
-        raise VQBenchError(format_config_error(f"{source}: probe", err, ProbeConfig)) from None
-
-
 def default_probe_config(run: RunDir) -> tuple[ProbeConfig, str]:
-    """The probe section of the suite the run belongs to (`../suite.yaml`), else the defaults."""
-    suite_file = run.path.parent / "suite.yaml"
+    """The probe section of the suite the run belongs to (its `suite.yaml`), else the defaults."""
+    suite_file = SuiteDir.holding(run).suite_file
     if suite_file.is_file():
         data = read_yaml(suite_file)
         if isinstance(data.get("probe"), dict):
@@ -315,27 +253,6 @@ def validation_nll(
 
 
 # ---- generation --------------------------------------------------------------------------------
-class SampleFID(FID):
-    """FID of generated images against real ones (gFID): the two sides are fed separately and
-    the real side's statistics are kept across seeds."""
-
-    @property
-    def available(self) -> bool:
-        return self.extractor is not None
-
-    def add_real(self, images: torch.Tensor) -> None:
-        if self.available:
-            self._add("real", self.features(images))
-
-    def add_fake(self, images: torch.Tensor) -> None:
-        if self.available:
-            self._add("fake", self.features(images))
-
-    def clear_fake(self) -> None:
-        for name in ("fake_sum", "fake_outer", "fake_n"):
-            setattr(self, name, self._defaults[name].clone().to(getattr(self, name).device))
-
-
 def real_side(config: RunConfig, probe: ProbeConfig, world) -> SampleFID | Unavailable:
     """Inception statistics of the validation images, or why gFID is unavailable."""
     if not probe.gfid:
@@ -352,7 +269,7 @@ def real_side(config: RunConfig, probe: ProbeConfig, world) -> SampleFID | Unava
         dataset, batch_size=config.eval.batch_size, world=world.size, rank=world.rank,
         device=world.device,
     ):  # fmt: skip
-        fid.add_real(x.to(world.device))
+        fid.update(x.to(world.device), None)
     return fid
 
 
@@ -384,7 +301,7 @@ def sample_and_measure(
     counts = [torch.zeros(s, dtype=torch.long, device=dev) for s in layout.index_sizes]
     figure = None
     if isinstance(fid, SampleFID):
-        fid.clear_fake()
+        fid.reset()
     starts = range(0, probe.samples, probe.eval_batch_size)
     for b, start in enumerate(starts):
         if b % world.size != world.rank:
@@ -405,12 +322,12 @@ def sample_and_measure(
         if isinstance(fid, SampleFID) or wants_figure:
             images = decode(model, layout, digits, tokens.grid)
             if isinstance(fid, SampleFID):
-                fid.add_fake(images)
+                fid.update(None, images)
             if wants_figure:
                 figure = images[: probe.figure_samples].cpu()
     distributed.all_reduce_sum(*counts)
     results = usage_of(counts, "sample")
-    gfid = fid.distance() if isinstance(fid, SampleFID) else fid
+    gfid = fid.compute()["gfid"] if isinstance(fid, SampleFID) else fid
     results["gfid"] = str(gfid) if isinstance(gfid, Unavailable) else gfid
     return results, figure
 
@@ -473,17 +390,33 @@ def probe_is_complete(run: RunDir, probe: ProbeConfig) -> bool:
     return set(probe.seeds) <= set(finished_seeds(run, fingerprint))
 
 
-def probe_seed(parts: dict[str, Any], probe: ProbeConfig, world, seed: int):
+@dataclass
+class ProbeInputs:
+    """What every seed of a probe shares: the tokenizer, the tokens of both splits, their class
+    ids and the real side of gFID (`prepare`)."""
+
+    model: Autoencoder
+    layout: DigitLayout
+    train: TokenSet
+    val: TokenSet
+    train_ids: torch.Tensor | None  # class of each training image, None when unconditional
+    val_ids: torch.Tensor | None
+    classes: int  # number of classes (0: unconditional)
+    conditioning: str  # what the prior is conditioned on, in words
+    fid: SampleFID | Unavailable
+
+
+def probe_seed(inputs: ProbeInputs, probe: ProbeConfig, world, seed: int):
     """Train one prior (seeded) and measure it: NLL, samples' usage and gFID."""
     start = time.perf_counter()
     torch.manual_seed(seed)
-    train, val, layout = parts["train"], parts["val"], parts["layout"]
-    prior = build_prior(layout, train.positions, parts["classes"], probe).to(world.device)
-    train_bits = train_prior(prior, train.digits, parts["train_ids"], probe, world, seed)
+    train, val, layout = inputs.train, inputs.val, inputs.layout
+    prior = build_prior(layout, train.positions, inputs.classes, probe).to(world.device)
+    train_bits = train_prior(prior, train.digits, inputs.train_ids, probe, world, seed)
     trained_s = time.perf_counter() - start
-    nll = validation_nll(prior, val.digits, parts["val_ids"], probe, world)
+    nll = validation_nll(prior, val.digits, inputs.val_ids, probe, world)
     generated, figure = sample_and_measure(
-        prior, parts["model"], val, parts["val_ids"], parts["fid"], probe, world, seed
+        prior, inputs.model, val, inputs.val_ids, inputs.fid, probe, world, seed
     )
     return {
         "seed": seed,
@@ -494,28 +427,30 @@ def probe_seed(parts: dict[str, Any], probe: ProbeConfig, world, seed: int):
     }, figure
 
 
-def prepare(model, config: RunConfig, probe: ProbeConfig, world) -> dict[str, Any]:
+def prepare(model, config: RunConfig, probe: ProbeConfig, world) -> ProbeInputs:
     """Tokens of both splits, class ids and the real side of gFID: shared by every seed."""
     layout = DigitLayout(model.quantizer.index_sizes(), probe.softmax_limit)
     train = encode_split(model, config, layout, world, train=True)
     val = encode_split(model, config, layout, world, train=False)
     train_ids, val_ids, conditioning = class_indices(train, val, probe.class_conditional)
     classes = int(train_ids.max()) + 1 if train_ids is not None else 0
-    return {
-        "model": model,
-        "layout": layout,
-        "train": train,
-        "val": val,
-        "train_ids": train_ids,
-        "val_ids": val_ids,
-        "classes": classes,
-        "conditioning": conditioning,
-        "fid": real_side(config, probe, world),
-    }
+    return ProbeInputs(
+        model=model,
+        layout=layout,
+        train=train,
+        val=val,
+        train_ids=train_ids,
+        val_ids=val_ids,
+        classes=classes,
+        conditioning=conditioning,
+        fid=real_side(config, probe, world),
+    )
 
 
-def probe_header(parts, probe, fingerprint, run, checkpoint, config) -> dict[str, Any]:
-    layout, val = parts["layout"], parts["val"]
+def probe_header(
+    inputs: ProbeInputs, probe, fingerprint, run, checkpoint, config
+) -> dict[str, Any]:
+    layout, val = inputs.layout, inputs.val
     return {
         "probe_fingerprint": fingerprint,
         "settings_fingerprint": probe.fingerprint(),
@@ -528,8 +463,8 @@ def probe_header(parts, probe, fingerprint, run, checkpoint, config) -> dict[str
         "token_grid": list(val.grid),
         "tokens_per_image": val.positions,
         "uniform_bits_per_token": layout.bits_per_position,
-        "conditioning": parts["conditioning"],
-        "train_images": parts["train"].digits.shape[0],
+        "conditioning": inputs.conditioning,
+        "train_images": inputs.train.digits.shape[0],
         "val_images": val.digits.shape[0],
         **data_usage(val, layout),
     }
@@ -561,14 +496,14 @@ def probe_run(
             log(f"{run.path}: probed earlier with these settings; --force redoes it")
         return run.probe_file, read_json(run.probe_file) or {}
     begun = time.perf_counter()
-    parts = prepare(model, config, probe, world)
-    header = probe_header(parts, probe, fingerprint, run, checkpoint, config)
+    inputs = prepare(model, config, probe, world)
+    header = probe_header(inputs, probe, fingerprint, run, checkpoint, config)
     header["seconds_prepare"] = time.perf_counter() - begun
     results: dict[str, Any] = {}
     for seed in probe.seeds:
         if seed in done:
             continue
-        done[seed], figure = probe_seed(parts, probe, world, seed)
+        done[seed], figure = probe_seed(inputs, probe, world, seed)
         results = {**header, "seeds": [done[s] for s in probe.seeds if s in done]}
         if world.is_main:
             r = done[seed]

@@ -109,6 +109,10 @@ class Quantizer(nn.Module):
     name: ClassVar[str] = "quantizer"
     #: True when the quantizer looks codes up in an explicit `(K, d)` table.
     explicit_codebook: ClassVar[bool] = True
+    #: A small, fast configuration (keyword parameters) that the shared tests build every
+    #: registered quantizer with (`tests/helpers.py` reads it from the registry); a plugin
+    #: declares one so that the interface and engine tests cover it.
+    small_config: ClassVar[dict[str, Any] | None] = None
 
     def __init__(self, **params: Any) -> None:
         super().__init__()

@@ -21,10 +21,11 @@ from typing import Any
 import yaml
 from tabulate import tabulate
 
+from vqbench.config import ScheduleConfig
 from vqbench.errors import VQBenchError
 from vqbench.estimator import get_estimator_class
 from vqbench.files import read_json
-from vqbench.rundir import RunDir
+from vqbench.rundir import RunDir, SuiteDir
 from vqbench.suite import Suite
 from vqbench.version import __version__
 
@@ -212,7 +213,7 @@ def collect(suite: Suite, runs_dir: Path) -> list[Row]:
     blocks = suite.blocks()
     rows: dict[tuple, Row] = {}
     for run in suite.runs:
-        folder = RunDir(runs_dir / run.run_id)
+        folder = SuiteDir(runs_dir).run(run.run_id)
         table = paper_rows(blocks[run.block].paper)
         variants = [(None, folder.eval_file(), run.label, match_paper_row(table, run.paper))]
         for post in run.post_ops:
@@ -389,14 +390,27 @@ def settings_summary(suite: Suite) -> list[str]:
         f"- Data: {data}, {c.data.resolution}x{c.data.resolution}",
         f"- Model: `{c.model.preset}` preset {c.model.overrides or ''}".rstrip(),
         f"- Loss: {' + '.join(losses)}",
-        f"- Optimiser: Adam lr {c.optim.lr}, betas {tuple(c.optim.betas)}; global batch "
-        f"{c.train.batch_size}; {budget}; model EMA {c.train.ema_decay}",
+        f"- Optimiser: Adam lr {c.optim.lr}{schedule_words(c.optim.schedule)}, betas "
+        f"{tuple(c.optim.betas)}; global batch {c.train.batch_size}; {budget}; model EMA "
+        f"{c.train.ema_decay}",
         f"- Seeds: {sorted({r.seed for r in suite.runs})}",
     ] + ([f"- Probe: {suite.probe.describe()}"] if suite.probe is not None else [])
 
 
+def schedule_words(schedule: ScheduleConfig) -> str:
+    """Nothing for the constant default; else the schedule in words."""
+    if schedule.kind == "constant":
+        return ""
+    words = f" ({schedule.kind.replace('_', ' ')}"
+    if schedule.warmup_steps:
+        words += f", {schedule.warmup_steps} warmup steps"
+    if schedule.kind == "cosine":
+        words += f", down to {schedule.min_lr_ratio:g} of it"
+    return words + ")"
+
+
 def environment_line(runs_dir: Path) -> str:
-    envs = [RunDir(p.parent).environment() for p in sorted(runs_dir.glob("*/env.json"))]
+    envs = [run.environment() for run in SuiteDir(runs_dir).started_runs()]
     if not envs:
         return "- Hardware: (no finished run)"
     e = envs[0]

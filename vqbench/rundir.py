@@ -7,9 +7,15 @@
     metrics.jsonl  one JSON record per line (losses, images/s, per-epoch usage)
     checkpoints/   see `vqbench.checkpoint`
     eval*.json     evaluation results
+    figures.json   what the report's figures need of the evaluated weights (group statistics,
+                   codes sampled and projected per group), written by evaluation
+    reconstructions.png  the first validation images (top) and their reconstructions (bottom)
     probe.json     the downstream probe (`vqbench.probe`); probe-samples.png, its samples
     tb/            TensorBoard event files (`train.tensorboard: true`)
     .lock          held by the process training into the folder
+
+A suite's folder (`runs/<suite>/`) holds `suite.yaml` (the suite as it was run) beside one run
+folder per run id; `SuiteDir` is its one owner.
 
 Every file is written atomically (`vqbench.files`), and a start rewrites only what changed, so
 a kill at any moment leaves a folder that can be resumed. `.lock` (an advisory `flock`, freed
@@ -75,6 +81,11 @@ class RunDir:
         self.path = Path(path)
         self._lock_fd: int | None = None
 
+    @classmethod
+    def owning(cls, checkpoint: Path) -> RunDir:
+        """The run whose `checkpoints/` folder holds `checkpoint` (a `step-*` folder)."""
+        return cls(Path(checkpoint).parent.parent)
+
     # ---- the files ---------------------------------------------------------------------------
     @property
     def config_file(self) -> Path:
@@ -96,6 +107,18 @@ class RunDir:
         """`eval.json`, `eval-extend-2048.json`, `eval-train.json`, ..."""
         name = f"eval-{operation}" if operation else "eval"
         return self.path / (f"{name}.json" if split == "val" else f"{name}-{split}.json")
+
+    @property
+    def figure_data_file(self) -> Path:
+        return self.path / "figures.json"
+
+    @property
+    def reconstructions_file(self) -> Path:
+        return self.path / "reconstructions.png"
+
+    def figure_data(self) -> dict[str, Any] | None:
+        """`figures.json`, or None for a run evaluated before evaluation wrote it."""
+        return read_json(self.figure_data_file)
 
     @property
     def probe_file(self) -> Path:
@@ -362,3 +385,36 @@ class RunDir:
                 fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
                 os.close(self._lock_fd)
             self._lock_fd = None
+
+
+class SuiteDir:
+    """A suite's folder: `suite.yaml` (the suite as run, with its seeds) and its run folders."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    @classmethod
+    def under(cls, root: str | Path, suite: str) -> SuiteDir:
+        """`root/<suite>`: where `vqbench run --out root` puts a suite's runs."""
+        return cls(Path(root) / suite)
+
+    @classmethod
+    def holding(cls, run: RunDir) -> SuiteDir:
+        """The suite folder a run folder sits in (it may hold no suite: a lone run)."""
+        return cls(run.path.parent)
+
+    @property
+    def suite_file(self) -> Path:
+        return self.path / "suite.yaml"
+
+    def run(self, run_id: str) -> RunDir:
+        return RunDir(self.path / run_id)
+
+    def started_runs(self) -> list[RunDir]:
+        """Run folders that have started (they record `env.json`), by name."""
+        return [RunDir(p.parent) for p in sorted(self.path.glob("*/env.json"))]
+
+    def record(self, spec: dict[str, Any]) -> None:
+        """Write `suite.yaml` (atomically), creating the folder."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.suite_file, yaml.safe_dump(spec, sort_keys=False))

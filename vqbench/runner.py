@@ -8,8 +8,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from vqbench import distributed
 from vqbench.build import build_model
 from vqbench.data import build_split, check_held_out
@@ -19,13 +17,13 @@ from vqbench.files import atomic_write_json, atomic_write_text, check_writable, 
 from vqbench.plots import write_all
 from vqbench.probe import probe_is_complete, probe_run
 from vqbench.report import collect, render_json, render_markdown
-from vqbench.rundir import RunDir
+from vqbench.rundir import RunDir, SuiteDir
 from vqbench.suite import ExpandedRun, Suite, load_suite
-from vqbench.train import train
+from vqbench.train import TrainOptions, train
 
 
 def run_dir_of(root: Path, suite: Suite, run: ExpandedRun) -> RunDir:
-    return RunDir(root / suite.name / run.run_id)
+    return SuiteDir.under(root, suite.name).run(run.run_id)
 
 
 def run_is_complete(run: RunDir, expanded: ExpandedRun) -> bool:
@@ -74,12 +72,11 @@ def check_output_folders(*folders: Path) -> None:
         check_writable(folder, "output folder")
 
 
-def record_suite(suite: Suite, folder: Path) -> None:
+def record_suite(suite: Suite, folder: SuiteDir) -> None:
     """Keep the suite (with the seeds actually used) beside its runs, for `vqbench report`."""
-    folder.mkdir(parents=True, exist_ok=True)
     spec = suite.spec.model_dump(mode="json", exclude_defaults=True)
     spec["seeds"] = sorted({r.seed for r in suite.runs})
-    atomic_write_text(folder / "suite.yaml", yaml.safe_dump(spec, sort_keys=False))
+    folder.record(spec)
 
 
 def run_suite(
@@ -103,7 +100,7 @@ def run_suite(
     check_output_folders(root, results)
     check_data(runs)
     check_run_folders(root, suite, runs, force)
-    record_suite(suite, root / suite.name)
+    record_suite(suite, SuiteDir.under(root, suite.name))
     done = []
     for i, expanded in enumerate(runs, 1):
         run = run_dir_of(root, suite, expanded)
@@ -118,7 +115,8 @@ def run_suite(
         resume = not force and state != "diverged" and run.recorded_fingerprint() is not None
         log(f"[{i}/{len(runs)}] {expanded.run_id}: {'resuming' if resume else 'training'}")
         if state != "trained" or force:
-            train(expanded.config, run.path, resume=resume, force=force, device=device)
+            options = TrainOptions(resume=resume, force=force, device=device)
+            train(expanded.config, run.path, options)
         evaluate_run(run.path, device=device)
         for op, size in expanded.post:
             evaluate_run(run.path, device=device, **{op: size})
@@ -127,7 +125,7 @@ def run_suite(
         probe_if_asked(suite, run, f"[{i}/{len(runs)}] {expanded.run_id}", device, force, log)
         done.append(run.path)
     if distributed.is_main_process():
-        write_report(suite, root / suite.name, results)
+        write_report(suite, SuiteDir.under(root, suite.name).path, results)
     return done
 
 
@@ -159,13 +157,13 @@ def write_report(suite: Suite, runs_dir: Path, results_dir: Path) -> Path:
 
 def rebuild(runs_dir: str | Path, results_dir: str | Path = "results") -> Path:
     """`vqbench report RUNS_DIR`: rebuild the report of the suite whose runs are in RUNS_DIR."""
-    runs_dir = Path(runs_dir)
-    marker = runs_dir / "suite.yaml"
+    folder = SuiteDir(runs_dir)
+    marker = folder.suite_file
     if not marker.is_file():
         raise VQBenchError(
             f"'{runs_dir}' holds no suite.yaml; give a folder made by 'vqbench run' (runs/<suite>)"
         )
-    return write_report(load_suite(marker), runs_dir, Path(results_dir))
+    return write_report(load_suite(marker), folder.path, Path(results_dir))
 
 
 def describe(suite: Suite) -> list[list[Any]]:

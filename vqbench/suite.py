@@ -7,8 +7,9 @@ runs, each naming a quantizer and its parameters, optionally post-training opera
 (`post: [{extend: 131072}, {resample: 32768}]`) and the paper row it mirrors. Runs may override
 only the fields the suite lists under `varies` (default: nothing besides the quantizer), so
 every run of a block shares one settings fingerprint. `blocks:` groups runs with their own
-shared settings (Table 1's three blocks). An optional `probe:` section (`vqbench.probe`'s
-`ProbeConfig`) trains the same autoregressive prior on every run's tokens after its evaluation.
+shared settings (Table 1's three blocks). An optional `probe:` section (`vqbench.config`'s
+`ProbeConfig`, run by `vqbench.probe`) trains the same autoregressive prior on every run's
+tokens after its evaluation.
 Everything is validated before anything runs.
 """
 
@@ -21,9 +22,15 @@ from typing import Any
 
 import pydantic
 
-from vqbench.config import RunConfig, check_name, format_config_error, parse_run_config, read_yaml
+from vqbench.config import (
+    ProbeConfig,
+    RunConfig,
+    check_name,
+    format_config_error,
+    parse_run_config,
+    read_yaml,
+)
 from vqbench.errors import VQBenchError
-from vqbench.probe import ProbeConfig
 
 
 class PostOperation(pydantic.BaseModel):

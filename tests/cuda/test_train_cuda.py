@@ -33,7 +33,7 @@ from tests.engine_helpers import (
 )
 from vqbench.cli import main
 from vqbench.config import parse_run_config
-from vqbench.train import train
+from vqbench.train import TrainOptions, train
 
 pytestmark = [pytest.mark.cuda, needs_device]
 
@@ -223,7 +223,7 @@ def _sync_free_run(tmp_path, monkeypatch, name, precision, **params):
     config["quantizer"]["params"].update(params)
     try:
         config = parse_run_config(config, "test")
-        train(config, tmp_path / "run", device="cuda", show_progress=False)
+        train(config, tmp_path / "run", TrainOptions(device="cuda", show_progress=False))
     finally:
         torch.cuda.set_sync_debug_mode(0)
     return windows.windows

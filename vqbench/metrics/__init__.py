@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from vqbench.metrics.base import Metric, Unavailable
-from vqbench.metrics.fid import FID
+from vqbench.metrics.fid import FID, SampleFID
 from vqbench.metrics.image import ImageQuality, psnr_per_image, ssim_per_image
 from vqbench.metrics.perceptual import LPIPS
 from vqbench.metrics.usage import CodebookUsage, usage_from_counts
@@ -51,6 +51,7 @@ __all__ = [
     "CodebookUsage",
     "ImageQuality",
     "Metric",
+    "SampleFID",
     "Unavailable",
     "build_metrics",
     "psnr_per_image",

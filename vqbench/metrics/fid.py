@@ -118,6 +118,10 @@ class FID(Metric):
         setattr(self, f"{side}_outer", getattr(self, f"{side}_outer") + feats.t() @ feats)
         setattr(self, f"{side}_n", getattr(self, f"{side}_n") + feats.shape[0])
 
+    @property
+    def available(self) -> bool:
+        return self.extractor is not None
+
     def update(
         self,
         originals: torch.Tensor,
@@ -147,3 +151,33 @@ class FID(Metric):
         real = self.statistics(s["real_sum"], s["real_outer"], s["real_n"])
         fake = self.statistics(s["fake_sum"], s["fake_outer"], s["fake_n"])
         return frechet_distance(real, fake, self.backend)
+
+
+class SampleFID(FID):
+    """FID of generated images against real ones (gFID), behind the metric contract.
+
+    Generated images have no originals: `update(originals, generated)` takes either side as
+    None. The real side is the fixed reference, kept across `reset()`, which starts the
+    generated side again (one reference, many seeds of a sampler). `compute()` returns
+    `{"gfid": ...}`.
+    """
+
+    def update(
+        self,
+        originals: torch.Tensor | None,
+        reconstructions: torch.Tensor | None,
+        indices: torch.Tensor | None = None,
+    ) -> None:
+        if self.extractor is None:
+            return
+        for side, images in (("real", originals), ("fake", reconstructions)):
+            if images is not None:
+                self._add(side, self.features(images))
+
+    def reset(self) -> None:
+        """Start the generated side again; the real side's statistics are kept."""
+        for name in ("fake_sum", "fake_outer", "fake_n"):
+            setattr(self, name, self._defaults[name].clone().to(getattr(self, name).device))
+
+    def compute(self) -> dict[str, float | Unavailable]:
+        return {"gfid": self.distance()}
