@@ -1,6 +1,7 @@
 """Run configuration: one autoencoder + one quantizer + one dataset + one optimiser setting.
 
-Read with `yaml.safe_load` only (no YAML tag can build a Python object), validated by pydantic
+Read with `yaml.safe_load` only (no YAML tag can build a Python object), within the bounds of
+`vqbench.bounded` (size, depth, aliases), validated by pydantic
 before anything is written; every error is one line naming the file, the field and the fix.
 The defaults are the paper's protocol (SPEC section 1); the resolved config (every default
 filled in) is what a run directory records and what its fingerprints are computed from:
@@ -24,6 +25,7 @@ import pydantic
 import yaml
 from pydantic import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 
+from vqbench.bounded import LIMITS, check_yaml, read_text
 from vqbench.errors import VQBenchError, did_you_mean
 from vqbench.models import PRESETS, check_resolution, preset_downsampling
 from vqbench.params import format_validation_error
@@ -275,7 +277,9 @@ def read_yaml(path: str | Path) -> Any:
         what = "is a folder, not a file" if path.is_dir() else "does not exist"
         raise VQBenchError(f"config file '{path}' {what}; check the path")
     try:
-        data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
+        text = read_text(path, LIMITS.yaml_bytes, "config file")
+        check_yaml(text, path)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
     except UnicodeDecodeError:
         raise VQBenchError(
             f"{path}: not a text file (it is not UTF-8); give a YAML config file"
