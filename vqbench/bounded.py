@@ -166,3 +166,60 @@ def check_json(text: str, path: Path | str, limits: Limits = LIMITS) -> None:
     depth = json_depth(text)
     if depth > limits.depth:
         raise _over(path, f"its nesting depth ({depth:,})", limits.depth, "flatten it")
+
+
+# ---- sizes that cannot fit -------------------------------------------------------------------
+def format_bytes(size: float) -> str:
+    """`7.3 TiB`, `512.0 MiB`, `96 bytes`."""
+    for unit, scale in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if size >= scale:
+            return f"{size / scale:,.1f} {unit}"
+    return f"{int(size)} bytes"
+
+
+def _meminfo_available() -> int | None:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _cgroup_room() -> int | None:
+    """What this process's cgroup (v2) still allows, where it sets a limit."""
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        used = int(Path("/sys/fs/cgroup/memory.current").read_text())
+    except (OSError, ValueError):
+        return None
+    return None if limit == "max" else max(0, int(limit) - used)
+
+
+def available_memory(device: object = None) -> tuple[int, str]:
+    """(bytes, where) a new allocation can take: a CUDA device's free memory, or the host's
+    `MemAvailable` (capped by the cgroup's limit; physical memory where neither is known)."""
+    import torch
+
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free), f"{device} has"
+    known = [n for n in (_meminfo_available(), _cgroup_room()) if n is not None]
+    if not known:  # pragma: no cover - non-Linux
+        known = [os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")]
+    return min(known), "this machine has"
+
+
+def check_fits(what: str, needed: int, fix: str, device: object = None) -> None:
+    """Refuse `what` (e.g. `--extend 1000000000000`) if `needed` bytes pass what is available.
+
+    Called before the allocation; the error names the size, both amounts and the fix."""
+    available, where = available_memory(device)
+    if needed > available:
+        raise VQBenchError(
+            f"{what} needs {format_bytes(needed)} of memory and {where} "
+            f"{format_bytes(available)} available; {fix}"
+        )

@@ -25,7 +25,7 @@ import pydantic
 import yaml
 from pydantic import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 
-from vqbench.bounded import LIMITS, check_yaml, read_text
+from vqbench.bounded import LIMITS, check_fits, check_yaml, read_text
 from vqbench.errors import VQBenchError, did_you_mean
 from vqbench.models import PRESETS, check_resolution, preset_downsampling
 from vqbench.params import format_validation_error
@@ -312,12 +312,42 @@ def check_model(config: RunConfig, source: str) -> None:
         raise VQBenchError(f"{source}: {err}") from None
 
 
+def image_bytes(config: RunConfig) -> int:
+    """A floor on the memory one image costs in a step: the float32 image and the two
+    full-resolution activations beside it (the encoder's first layer, the decoder's last)."""
+    spec = {**PRESETS[config.model.preset], **config.model.overrides}
+    pixels = config.data.resolution**2
+    if spec["kind"] == "vit":
+        return 4 * (3 * pixels + 2 * (pixels // spec["patch"] ** 2) * spec["width"])
+    return 4 * pixels * (3 + 2 * spec["ch"])
+
+
+def check_sizes(config: RunConfig, source: str) -> None:
+    """The batch sizes, resolution and embedded dataset fit the host's memory (checked before
+    anything is allocated; one line naming the size, the memory it needs and what there is)."""
+    r = config.data.resolution
+    per_image = image_bytes(config)
+    train = config.train.micro_batch_size or config.train.batch_size
+    fix = "lower the batch size or data.resolution"
+    check_fits(f"{source}: train batch of {train} at data.resolution={r}", train * per_image, fix)
+    b = config.eval.batch_size
+    check_fits(f"{source}: eval.batch_size={b} at data.resolution={r}", b * per_image, fix)
+    if config.data.kind == "embedded":  # every crop is made up front, as uint8
+        crops = (config.data.train_size or 2048) + (config.data.val_size or 256)
+        check_fits(
+            f"{source}: {crops:,} embedded crops at data.resolution={r}",
+            crops * 3 * r * r,
+            "lower data.train_size, data.val_size or data.resolution",
+        )
+
+
 def parse_run_config(data: dict[str, Any], source: str) -> RunConfig:
     try:
         config = RunConfig(**data)
     except pydantic.ValidationError as err:
         raise VQBenchError(format_config_error(source, err)) from None
     check_model(config, source)
+    check_sizes(config, source)
     check_quantizer(config, source)
     return config
 

@@ -22,6 +22,7 @@ from vqbench.data import build_split, eval_loader
 from vqbench.errors import VQBenchError
 from vqbench.metrics import Unavailable, build_metrics
 from vqbench.models import Autoencoder
+from vqbench.quantizer import check_codebook_fits
 
 _REPORTED: set[str] = set()
 
@@ -98,6 +99,10 @@ def apply_codebook_operation(
         raise VQBenchError(
             f"--extend {size} must exceed the trained codebook size {quantizer.codebook_size}"
         )
+    if quantizer.resamplable:  # the new codebook is checked before it is allocated
+        resized = quantizer.params.model_copy(update={"codebook_size": size})
+        device = next(iter(quantizer.buffers()), torch.empty(0)).device
+        check_codebook_fits(quantizer.name, resized, f"--{op} {size}", device)
     model.quantizer = getattr(quantizer, op)(size, seed=seed)  # "cannot" unless resamplable
     return f"{op}-{size}"
 
