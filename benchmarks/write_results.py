@@ -313,12 +313,12 @@ def _ratios(seconds: dict, load: str) -> list[float]:
 def under_load_table(rows) -> str:
     found = [r for r in rows if r.get("impl") == "under-load"]
     out = []
-    for r in sorted(found, key=lambda r: EXPLICIT.index(r["method"])):
+    for r in sorted(found, key=lambda r: (EXPLICIT.index(r["method"]), "label" in r)):
         sec, med = r["round_seconds"], r["median"]
         quiet, loaded = _ratios(sec, "quiet"), _ratios(sec, "loaded")
         out.append(
             [
-                r["method"],
+                r.get("label", r["method"]),  # a label marks a comparison run (older code)
                 f"{med['vqbench_quiet']:.2f}",
                 f"{med['vqtorch_quiet']:.2f}",
                 f"{statistics.median(quiet):.1f}x ({min(quiet):.1f}-{max(quiet):.1f})",
