@@ -64,8 +64,10 @@ def test_step_under_load(benchmark, competitor, method):
     for step in steps.values():  # warm-up
         step()
     seconds = {f"{impl}_{load}": [] for load in ("quiet", "loaded") for impl in steps}
+    loadavg = []  # the machine's 1-minute load average before each round (other jobs too)
 
     def one_round():
+        loadavg.append(os.getloadavg()[0])
         for load in ("quiet", "loaded"):
             competitor.send_signal(signal.SIGCONT if load == "loaded" else signal.SIGSTOP)
             if load == "loaded":
@@ -87,6 +89,7 @@ def test_step_under_load(benchmark, competitor, method):
             "threads": torch.get_num_threads(),
             "competitor_threads": os.cpu_count(),
             "round_seconds": seconds,
+            "loadavg": loadavg,
             "median": {k: statistics.median(v) for k, v in seconds.items()},
         }
     )

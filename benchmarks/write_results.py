@@ -343,6 +343,7 @@ def under_load_section(rows) -> list[str]:
     if not table:
         return []
     r = next(r for r in rows if r.get("impl") == "under-load")
+    loads = [a for x in rows if x.get("impl") == "under-load" for a in x.get("loadavg", [])]
     return [
         "",
         f"## Under load: {r['codebook_size']:,} codes, fp32, beside a competing process",
@@ -353,7 +354,13 @@ def under_load_section(rows) -> list[str]:
         f"quiet, then beside a CPU-bound process running float32 matmuls on "
         f"{r['competitor_threads']} threads (another training run). Seconds are medians over "
         "the rounds; the speed-up is the median of the per-round ratios v-q-p / vqbench, with "
-        "their range, which says how noisy the machine was.",
+        "their range, which says how noisy the machine was."
+        + (
+            f" The machine's 1-minute load average before the rounds: "
+            f"{min(loads):.1f} to {max(loads):.1f} on {r['threads']} threads' worth of cores."
+            if loads
+            else ""
+        ),
         "",
         table,
     ]
