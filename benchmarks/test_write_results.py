@@ -72,3 +72,23 @@ def test_gpu_section_and_unchanged_cpu_part(tmp_path):
     assert "4.3%" in gpu_part and "< 6%: yes" in gpu_part  # (98 - 93.8) / 98
     assert "1.8%" in gpu_part and "< 3%: yes" in gpu_part  # (95.5 - 93.8) / 95.5
     assert "0.971: yes" in gpu_part
+
+
+def test_under_load_table_pairs_rounds():
+    """Hand-worked: ratios per round v-q-p / vqbench, medians, range, the loaded verdict."""
+    sys.path.insert(0, str(BENCHMARKS))
+    from write_results import under_load_table
+
+    seconds = {
+        "vqbench_quiet": [1.0, 2.0, 1.0],
+        "vqtorch_quiet": [3.0, 3.0, 2.0],  # ratios 3, 1.5, 2
+        "vqbench_loaded": [2.0, 4.0, 5.0],
+        "vqtorch_loaded": [4.0, 2.0, 10.0],  # ratios 2, 0.5, 2: behind in one round
+    }
+    row = {"impl": "under-load", "method": "simvq", "round_seconds": seconds,
+           "median": {k: sorted(v)[1] for k, v in seconds.items()}}  # fmt: skip
+    table = under_load_table([row])
+    line = table.splitlines()[-1]
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells == ["simvq", "1.00", "3.00", "2.0x (1.5-3.0)", "4.00", "4.00",
+                     "2.0x (0.5-2.0)", "4.0x", "1.3x", "**no**"]  # fmt: skip

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import statistics
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -304,6 +305,67 @@ def quantizer_sections(rows, precision, plot_dir: Path, prefix="", unit="s", tar
     ]
 
 
+def _ratios(seconds: dict, load: str) -> list[float]:
+    """v-q-p / vqbench per round (each round times both back to back)."""
+    return [lib / ours for ours, lib in zip(seconds[f"vqbench_{load}"], seconds[f"vqtorch_{load}"])]
+
+
+def under_load_table(rows) -> str:
+    found = [r for r in rows if r.get("impl") == "under-load"]
+    out = []
+    for r in sorted(found, key=lambda r: (EXPLICIT.index(r["method"]), "label" in r)):
+        sec, med = r["round_seconds"], r["median"]
+        quiet, loaded = _ratios(sec, "quiet"), _ratios(sec, "loaded")
+        out.append(
+            [
+                r.get("label", r["method"]),  # a label marks a comparison run (older code)
+                f"{med['vqbench_quiet']:.2f}",
+                f"{med['vqtorch_quiet']:.2f}",
+                f"{statistics.median(quiet):.1f}x ({min(quiet):.1f}-{max(quiet):.1f})",
+                f"{med['vqbench_loaded']:.2f}",
+                f"{med['vqtorch_loaded']:.2f}",
+                f"{statistics.median(loaded):.1f}x ({min(loaded):.1f}-{max(loaded):.1f})",
+                f"{med['vqbench_loaded'] / med['vqbench_quiet']:.1f}x",
+                f"{med['vqtorch_loaded'] / med['vqtorch_quiet']:.1f}x",
+                mark(min(loaded) > 1.0),
+            ]
+        )
+    headers = [
+        "quantizer", "quiet: vqbench s", "v-q-p s", "speed-up (range)", "loaded: vqbench s",
+        "v-q-p s", "speed-up (range)", "vqbench loaded/quiet", "v-q-p loaded/quiet",
+        "ahead in every loaded round",
+    ]  # fmt: skip
+    return tabulate(out, headers=headers, tablefmt="github", disable_numparse=True) if out else ""
+
+
+def under_load_section(rows) -> list[str]:
+    table = under_load_table(rows)
+    if not table:
+        return []
+    r = next(r for r in rows if r.get("impl") == "under-load")
+    loads = [a for x in rows if x.get("impl") == "under-load" for a in x.get("loadavg", [])]
+    return [
+        "",
+        f"## Under load: {r['codebook_size']:,} codes, fp32, beside a competing process",
+        "",
+        f"`benchmarks/test_under_load.py`: one forward+backward at {r['tokens']:,} tokens x dim "
+        f"{r['dim']} ({r['threads']} torch threads), ours and vector-quantize-pytorch's timed "
+        f"back to back in each of {len(r['round_seconds']['vqbench_quiet'])} rounds, first "
+        f"quiet, then beside a CPU-bound process running float32 matmuls on "
+        f"{r['competitor_threads']} threads (another training run). Seconds are medians over "
+        "the rounds; the speed-up is the median of the per-round ratios v-q-p / vqbench, with "
+        "their range, which says how noisy the machine was."
+        + (
+            f" The machine's 1-minute load average before the rounds: "
+            f"{min(loads):.1f} to {max(loads):.1f} on {r['threads']} threads' worth of cores."
+            if loads
+            else ""
+        ),
+        "",
+        table,
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("results", type=Path, nargs="+", help="pytest-benchmark JSON file(s)")
@@ -348,6 +410,7 @@ def main() -> None:
             "",
             alone,
         ]
+    lines += under_load_section(all_rows)
     lines += engine_section([r for r in all_rows if r.get("device") == "cpu"])
 
     def gpu_quantizer_sections(gpu, precision):

@@ -4,7 +4,6 @@ weights are loaded). `Evidence` is passed to each claim, so tests can hand it ma
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +12,7 @@ from scipy.stats import f_oneway
 
 from vqbench.build import run_config
 from vqbench.errors import VQBenchError
+from vqbench.files import load_json
 from vqbench.quantizer import create_quantizer
 from vqbench.rundir import RunDir
 
@@ -26,7 +26,7 @@ def load_report(suite: str, results: Path = RESULTS) -> dict[str, Any]:
             f"{path} is missing: run `vqbench run suites/repro/"
             f"{suite.removeprefix('repro-')}.yaml` first"
         )
-    return json.loads(path.read_text())
+    return load_json(path)  # bounded: size and depth (vqbench.bounded)
 
 
 def values(row: dict[str, Any], key: str) -> list[float]:

@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 #: Lowest first. A module may import modules of strictly earlier layers only.
 LAYERS = [
     ["errors", "version"],
+    ["bounded"],
     ["files", "distributed", "params", "registry", "search", "code_softmax", "kmeans", "timing"],
     ["lfq_entropy", "estimator", "restart"],
     ["quantizer"],

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from tests.helpers import assert_nearest, brute_force_nearest
-from vqbench.search import nearest_code
+from vqbench.search import CPU_BLOCK_ELEMENTS_PER_THREAD, cpu_block_elements, nearest_code
 
 
 @pytest.mark.parametrize("codebook_size", [1, 7, 1000, 5000])
@@ -38,3 +38,25 @@ def test_nearest_code_keeps_no_graph_and_computes_in_float32():
 def test_nearest_code_rejects_mismatched_shapes():
     with pytest.raises(ValueError, match="nearest_code needs"):
         nearest_code(torch.randn(4, 3), torch.randn(5, 4))
+
+
+def test_ties_between_chunks_go_to_the_lower_index():
+    # Small integers and a codebook symmetric about 0 (its mean, which the search subtracts,
+    # is exactly 0): every distance is exact, so a repeated code ties exactly with its copy.
+    a = torch.randint(-3, 4, (1500, 8), generator=torch.Generator().manual_seed(0)).float()
+    a[1400:1500] = a[0:100]  # copies in another 1,024-code chunk
+    codes = torch.cat([a, -a])
+    z = codes[torch.arange(0, 3000, 7)]
+    first = torch.stack([(codes == row).all(1).nonzero()[0, 0] for row in z])
+    for block_elements in (2**12, 2**20, None):
+        assert torch.equal(nearest_code(z, codes, block_elements=block_elements), first)
+
+
+def test_the_cpu_block_grows_with_the_threads():
+    threads = torch.get_num_threads()
+    try:
+        for n in (1, 2, 4):
+            torch.set_num_threads(n)
+            assert cpu_block_elements() == n * CPU_BLOCK_ELEMENTS_PER_THREAD
+    finally:
+        torch.set_num_threads(threads)

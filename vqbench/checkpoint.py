@@ -16,7 +16,6 @@ so) when the newest cannot be used.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import random
 import re
@@ -33,7 +32,7 @@ from torch import nn
 
 from vqbench import distributed
 from vqbench.errors import VQBenchError
-from vqbench.files import atomic_write_json, atomic_write_text
+from vqbench.files import atomic_write_json, atomic_write_text, load_json
 
 WEIGHT_FILES = ("model", "ema", "discriminator")
 
@@ -215,9 +214,11 @@ def verify_checksums(path: Path) -> None:
     if not listing.is_file():
         return  # written before checksums were kept
     try:
-        recorded = json.loads(listing.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise VQBenchError(f"checkpoint '{path}' has a damaged checksums.json") from None
+        recorded = load_json(listing)
+    except VQBenchError as err:
+        raise VQBenchError(f"checkpoint '{path}' has a damaged checksums.json: {err}") from None
+    if not isinstance(recorded, dict):
+        raise VQBenchError(f"checkpoint '{path}' has a damaged checksums.json (not an object)")
     for name, digest in recorded.items():
         file = path / name
         if not file.is_file():

@@ -1,6 +1,7 @@
 """Run configuration: one autoencoder + one quantizer + one dataset + one optimiser setting.
 
-Read with `yaml.safe_load` only (no YAML tag can build a Python object), validated by pydantic
+Read with `yaml.safe_load` only (no YAML tag can build a Python object), within the bounds of
+`vqbench.bounded` (size, depth, aliases), validated by pydantic
 before anything is written; every error is one line naming the file, the field and the fix.
 The defaults are the paper's protocol (SPEC section 1); the resolved config (every default
 filled in) is what a run directory records and what its fingerprints are computed from:
@@ -24,6 +25,7 @@ import pydantic
 import yaml
 from pydantic import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 
+from vqbench.bounded import LIMITS, check_fits, check_yaml, read_text
 from vqbench.errors import VQBenchError, did_you_mean
 from vqbench.models import PRESETS, check_resolution, preset_downsampling
 from vqbench.params import format_validation_error
@@ -303,7 +305,9 @@ def read_yaml(path: str | Path) -> Any:
         what = "is a folder, not a file" if path.is_dir() else "does not exist"
         raise VQBenchError(f"config file '{path}' {what}; check the path")
     try:
-        data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
+        text = read_text(path, LIMITS.yaml_bytes, "config file")
+        check_yaml(text, path)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
     except UnicodeDecodeError:
         raise VQBenchError(
             f"{path}: not a text file (it is not UTF-8); give a YAML config file"
@@ -336,12 +340,42 @@ def check_model(config: RunConfig, source: str) -> None:
         raise VQBenchError(f"{source}: {err}") from None
 
 
+def image_bytes(config: RunConfig) -> int:
+    """A floor on the memory one image costs in a step: the float32 image and the two
+    full-resolution activations beside it (the encoder's first layer, the decoder's last)."""
+    spec = {**PRESETS[config.model.preset], **config.model.overrides}
+    pixels = config.data.resolution**2
+    if spec["kind"] == "vit":
+        return 4 * (3 * pixels + 2 * (pixels // spec["patch"] ** 2) * spec["width"])
+    return 4 * pixels * (3 + 2 * spec["ch"])
+
+
+def check_sizes(config: RunConfig, source: str) -> None:
+    """The batch sizes, resolution and embedded dataset fit the host's memory (checked before
+    anything is allocated; one line naming the size, the memory it needs and what there is)."""
+    r = config.data.resolution
+    per_image = image_bytes(config)
+    train = config.train.micro_batch_size or config.train.batch_size
+    fix = "lower the batch size or data.resolution"
+    check_fits(f"{source}: train batch of {train} at data.resolution={r}", train * per_image, fix)
+    b = config.eval.batch_size
+    check_fits(f"{source}: eval.batch_size={b} at data.resolution={r}", b * per_image, fix)
+    if config.data.kind == "embedded":  # every crop is made up front, as uint8
+        crops = (config.data.train_size or 2048) + (config.data.val_size or 256)
+        check_fits(
+            f"{source}: {crops:,} embedded crops at data.resolution={r}",
+            crops * 3 * r * r,
+            "lower data.train_size, data.val_size or data.resolution",
+        )
+
+
 def parse_run_config(data: dict[str, Any], source: str) -> RunConfig:
     try:
         config = RunConfig(**data)
     except pydantic.ValidationError as err:
         raise VQBenchError(format_config_error(source, err)) from None
     check_model(config, source)
+    check_sizes(config, source)
     check_quantizer(config, source)
     return config
 

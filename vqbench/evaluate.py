@@ -28,7 +28,7 @@ from vqbench.errors import VQBenchError
 from vqbench.files import atomic_write, atomic_write_json
 from vqbench.metrics import Unavailable, build_metrics
 from vqbench.models import Autoencoder
-from vqbench.quantizer import Quantizer
+from vqbench.quantizer import Quantizer, check_codebook_fits
 from vqbench.rundir import RunDir
 
 #: The figures' samples: validation images in the reconstruction strip; groups shown, codes
@@ -110,6 +110,10 @@ def apply_codebook_operation(
         raise VQBenchError(
             f"--extend {size} must exceed the trained codebook size {quantizer.codebook_size}"
         )
+    if quantizer.resamplable:  # the new codebook is checked before it is allocated
+        resized = quantizer.params.model_copy(update={"codebook_size": size})
+        device = next(iter(quantizer.buffers()), torch.empty(0)).device
+        check_codebook_fits(quantizer.name, resized, f"--{op} {size}", device)
     model.quantizer = getattr(quantizer, op)(size, seed=seed)  # "cannot" unless resamplable
     return f"{op}-{size}"
 

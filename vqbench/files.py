@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from vqbench.bounded import LIMITS, check_json, check_size, json_depth, read_text
 from vqbench.errors import VQBenchError
 
 
@@ -94,18 +95,26 @@ def check_writable(folder: str | Path, what: str) -> None:
         return
 
 
-def read_json(path: str | Path) -> dict[str, Any] | None:
-    """A JSON object from `path`, None if the file is missing, a clear error if it is not JSON."""
+def load_json(path: str | Path) -> Any:
+    """The JSON value in `path`, within `vqbench.bounded`'s limits (size, then depth)."""
     path = Path(path)
-    if not path.is_file():
-        return None
     try:
-        data = json.loads(path.read_text())
+        text = read_text(path, LIMITS.json_bytes, "JSON file")
+        check_json(text, path)
+        return json.loads(text)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise VQBenchError(
             f"'{path}' is not valid JSON ({err.__class__.__name__}); delete it, or restore it "
             f"from a copy"
         ) from None
+
+
+def read_json(path: str | Path) -> dict[str, Any] | None:
+    """A JSON object from `path`, None if the file is missing, a clear error if it is not JSON."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    data = load_json(path)
     if not isinstance(data, dict):
         raise VQBenchError(f"'{path}' must hold a JSON object; delete it to start afresh")
     return data
@@ -123,12 +132,16 @@ def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """The records of a JSON-lines log; a line a kill cut short (or damaged bytes) is skipped."""
+    """The records of a JSON-lines log; a line a kill cut short (or damaged bytes, or nested
+    past `LIMITS.depth`) is skipped. A log past `LIMITS.log_bytes` is refused unread."""
     path = Path(path)
     if not path.is_file():
         return []
+    check_size(path, LIMITS.log_bytes, "log")
     records = []
     for line in path.read_bytes().decode(errors="replace").splitlines():
+        if json_depth(line) > LIMITS.depth:
+            continue
         try:
             record = json.loads(line)
         except json.JSONDecodeError:

@@ -35,18 +35,36 @@ from typing import Any
 import torch
 
 from vqbench import distributed
+from vqbench.bounded import check_fits
 from vqbench.build import find_run, load_trained, run_config
 from vqbench.config import ProbeConfig, RunConfig, parse_probe_config, read_yaml
 from vqbench.data import EpochBatches, ImageFolder, build_split, eval_loader, shard_indices
 from vqbench.errors import VQBenchError
 from vqbench.files import atomic_write, read_json
 from vqbench.metrics import SampleFID, Unavailable, usage_from_counts
-from vqbench.models import Autoencoder
+from vqbench.models import Autoencoder, preset_downsampling
 from vqbench.pretrained import WeightsUnavailable, describe_missing, weights_file
 from vqbench.prior import DigitLayout, TokenPrior
 from vqbench.rundir import RunDir, SuiteDir
 
 LN2 = math.log(2.0)
+
+
+def check_probe_sizes(probe: ProbeConfig, config: RunConfig, device: Any = None) -> None:
+    """The prior's batches fit the memory of `device` before anything is allocated.
+
+    A floor on each: the prior's residual stream (`layers x width` floats per token) for a
+    training batch, plus the decoded float32 images for a batch of samples. The sample count
+    itself costs time, not memory (samples are drawn in batches, gFID keeps running sums)."""
+    m = config.model
+    grid = config.data.resolution // preset_downsampling(m.preset, **m.overrides)
+    per_grid = 4 * grid * grid * probe.layers * probe.width
+    image = 4 * 3 * config.data.resolution**2
+    fix = "lower it (or the batch size)"
+    check_fits(f"probe.batch_size={probe.batch_size}", probe.batch_size * per_grid, fix, device)
+    n = min(probe.samples, probe.eval_batch_size)
+    what = f"probe.samples={probe.samples} (in batches of probe.eval_batch_size={n})"
+    check_fits(what, n * (per_grid + image), fix, device)
 
 
 def default_probe_config(run: RunDir) -> tuple[ProbeConfig, str]:
@@ -489,6 +507,7 @@ def probe_run(
     model.requires_grad_(False)
     if probe is None:
         probe, _ = default_probe_config(run)
+    check_probe_sizes(probe, config, world.device)
     fingerprint = probe_fingerprint(probe, run, checkpoint, config)
     done = {} if force else finished_seeds(run, fingerprint)
     if all(s in done for s in probe.seeds):

@@ -14,7 +14,6 @@ whether it builds its codebook from data before training (`initialises_from_data
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
@@ -24,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vqbench.bounded import check_fits
 from vqbench.errors import VQBenchError
 from vqbench.estimator import ESTIMATORS, Estimator, create_estimator
 from vqbench.params import PluginParams, validate_params
@@ -90,11 +90,20 @@ class QuantizerOutput:
     stats: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
-def _physical_memory_bytes() -> int:
-    try:
-        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
-        return 2**40
+#: Parameters that size a codebook, named in the error when it cannot fit.
+SIZE_PARAMS = ("codebook_size", "levels", "dim", "lookup_dim", "groups", "stages", "parts")
+
+
+def check_codebook_fits(
+    name: str, params: QuantizerParams, what: str | None = None, device: object = None
+) -> None:
+    """Refuse parameters whose codebook (`lookup_bytes`) passes the memory available (on
+    `device`, default the host), before anything is allocated; `what` names the size typed
+    (default: the sizing parameters)."""
+    if what is None:
+        given = params.model_dump()
+        what = f"{name} with " + ", ".join(f"{k}={given[k]}" for k in SIZE_PARAMS if k in given)
+    check_fits(what, params.lookup_bytes(), "use a smaller codebook_size or dim", device)
 
 
 class Quantizer(nn.Module):
@@ -124,12 +133,7 @@ class Quantizer(nn.Module):
     def validate_params(cls, **params: Any) -> QuantizerParams:
         """Validate keyword parameters; raise `VQBenchError` with one line on bad input."""
         validated = validate_params(cls.name, cls.Params, params)
-        needed, available = validated.lookup_bytes(), _physical_memory_bytes()
-        if needed > available // 2:
-            raise VQBenchError(
-                f"{cls.name}: the codebook would need {needed / 2**30:.1f} GiB, more than half of "
-                f"this machine's {available / 2**30:.1f} GiB; use a smaller codebook_size or dim"
-            )
+        check_codebook_fits(cls.name, validated)
         return validated
 
     @classmethod

@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 from tabulate import tabulate
 
+from vqbench.bounded import check_yaml
 from vqbench.config import ScheduleConfig
 from vqbench.errors import VQBenchError
 from vqbench.estimator import get_estimator_class
@@ -81,6 +82,7 @@ PROBE_NOTES = [
 # ---- the paper's numbers ---------------------------------------------------------------------
 def paper_tables() -> dict[str, Any]:
     text = resources.files("vqbench").joinpath("resources/paper_tables.yaml").read_text()
+    check_yaml(text, "vqbench/resources/paper_tables.yaml")
     return yaml.safe_load(text)
 
 

@@ -143,11 +143,11 @@ def probe_if_asked(suite: Suite, run: RunDir, tag: str, device, force: bool, log
 def write_report(suite: Suite, runs_dir: Path, results_dir: Path) -> Path:
     """`results/<suite>.md`, `.json` and the figures, each written atomically."""
     check_writable(results_dir, "results folder")
+    rows = collect(suite, runs_dir)  # reads (and checks) every result before a folder is made
     try:
         results_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise write_error(results_dir, err) from None
-    rows = collect(suite, runs_dir)
     figures = [(title, path.name) for title, path in write_all(suite, rows, results_dir)]
     out = results_dir / f"{suite.name}.md"
     atomic_write_text(out, render_markdown(suite, rows, runs_dir, figures))

@@ -3,11 +3,11 @@
 Every explicit-codebook quantizer calls `nearest_code`. The search runs under `no_grad` (the
 index is not differentiable), with autocast off, and walks the codebook in chunks: for each
 chunk it forms `||c||^2 - 2 z.c` (the per-row constant `||z||^2` does not change the argmin)
-with one fused `addmm`, and keeps a running minimum. Both sides are first centred on the
-codebook mean (distances do not change under a shared translation), which removes most of the
+with one fused `addmm` and keeps its row minima. Both sides are first centred on the codebook
+mean (distances do not change under a shared translation), which removes most of the
 cancellation that the expansion suffers when codes sit far from the origin. Peak extra memory
-is one `rows x chunk` block (4 MiB on CPU, 512 MiB on CUDA) instead of the 2 GiB of a full
-8,192 x 65,536 matrix.
+is one `rows x chunk` block (8 MiB per thread on CPU, 512 MiB on CUDA) instead of the 2 GiB of
+a full 8,192 x 65,536 matrix.
 
 `precision` picks the arithmetic of the distances:
 
@@ -31,11 +31,19 @@ from typing import Literal
 
 import torch
 
-#: Elements in one block of distances (float32). On CPU a 4 MiB block stays in cache, which
-#: makes the blocked search faster than one full matmul (measured: 1.15 s against 1.6 s for
-#: 8,192 x 128 x 65,536 on 2 cores); on CUDA large blocks (512 MiB) keep the launches few.
-CPU_BLOCK_ELEMENTS = 2**20
+#: Elements in one block of distances (float32). On CPU a block holds 2^21 elements per torch
+#: thread (8 MiB each: 16 MiB on 2 threads), so that the count of blocks, each two parallel
+#: regions whose threads must all meet, does not grow with the threads: 128 blocks for 8,192 x
+#: 65,536 on 2 threads (it was 512 blocks of six regions each, 4 MiB in all, which a busy
+#: machine punished: issue 28). On CUDA large blocks (512 MiB) keep the launches few.
+CPU_BLOCK_ELEMENTS_PER_THREAD = 2**21
 CUDA_BLOCK_ELEMENTS = 2**27
+
+
+def cpu_block_elements() -> int:
+    """The CPU block: `CPU_BLOCK_ELEMENTS_PER_THREAD` times torch's intra-op threads."""
+    return CPU_BLOCK_ELEMENTS_PER_THREAD * max(1, torch.get_num_threads())
+
 
 SearchPrecision = Literal["fp32", "tf32", "bf16"]
 SEARCH_PRECISIONS = ("fp32", "tf32", "bf16")
@@ -210,23 +218,35 @@ def _chunks(n: int, k: int, block_elements: int) -> tuple[int, int]:
 
 
 def _fp32_search(c: _Centred, rows: torch.Tensor, row_chunk: int, code_chunk: int):
-    """The fp32 search of the centred tokens `rows` (the whole codebook, blocked)."""
+    """The fp32 search of the centred tokens `rows` (the whole codebook, blocked).
+
+    Each block is two kernels, each one parallel region: the fused `addmm` into one reused
+    buffer and its row minima, written in place into a `(chunks, rows)` table; the table is
+    reduced once per row block. Fewer regions matter on a busy machine, where every region
+    waits for its slowest thread (a block used to take six: addmm, min, compare, two selects
+    and an add). Ties between chunks go to the lower index (`argmin` returns the first).
+    """
     n, k = rows.shape[0], c.codes.shape[0]
-    indices = torch.empty(n, dtype=torch.long, device=rows.device)
-    with _precise(rows.device):
+    device = rows.device
+    n_chunks = -(-k // code_chunk)
+    indices = torch.empty(n, dtype=torch.long, device=device)
+    buffer = torch.empty(min(n, row_chunk), min(k, code_chunk), device=device)
+    minima = torch.empty(n_chunks, min(n, row_chunk), device=device)
+    where = torch.empty(n_chunks, min(n, row_chunk), dtype=torch.long, device=device)
+    with _precise(device):
         for r0 in range(0, n, row_chunk):
             block_rows = rows[r0 : r0 + row_chunk]
-            best_val = torch.full((block_rows.shape[0],), float("inf"), device=rows.device)
-            best_idx = torch.zeros(block_rows.shape[0], dtype=torch.long, device=rows.device)
-            for c0 in range(0, k, code_chunk):
-                codes = c.codes[c0 : c0 + code_chunk]
+            m = block_rows.shape[0]
+            for j, c0 in enumerate(range(0, k, code_chunk)):
+                norms = c.norms[c0 : c0 + code_chunk]
+                dist = buffer[:m, : norms.shape[0]]
                 # ||c||^2 - 2 z.c in one fused multiply-add (beta=1, alpha=-2).
-                dist = torch.addmm(c.norms[c0 : c0 + code_chunk], block_rows, codes.t(), alpha=-2.0)
-                val, idx = dist.min(dim=1)
-                better = val < best_val
-                best_val = torch.where(better, val, best_val)
-                best_idx = torch.where(better, idx + c0, best_idx)
-            indices[r0 : r0 + row_chunk] = best_idx
+                torch.addmm(
+                    norms, block_rows, c.codes[c0 : c0 + code_chunk].t(), alpha=-2.0, out=dist
+                )
+                torch.min(dist, dim=1, out=(minima[j, :m], where[j, :m]))
+            chunk = minima[:, :m].argmin(dim=0, keepdim=True)
+            indices[r0 : r0 + m] = where[:, :m].gather(0, chunk)[0] + chunk[0] * code_chunk
     return indices
 
 
@@ -247,7 +267,7 @@ def nearest_code(
         precision: `fp32`, or the certified `tf32` / `bf16` search (same indices, see the
             module docstring).
         block_elements: largest `rows x codes` block of distances held at once (default: by
-            device, see `CPU_BLOCK_ELEMENTS` and `CUDA_BLOCK_ELEMENTS`).
+            device, see `cpu_block_elements` and `CUDA_BLOCK_ELEMENTS`).
 
     Returns:
         `(N,)` int64 indices, equal to `torch.cdist(z, codebook).argmin(1)` up to float32
@@ -287,7 +307,7 @@ def search(
             return SearchResult(torch.empty(0, dtype=torch.long, device=device))
         if block_elements is None:
             cuda = device.type == "cuda"
-            block_elements = CUDA_BLOCK_ELEMENTS if cuda else CPU_BLOCK_ELEMENTS
+            block_elements = CUDA_BLOCK_ELEMENTS if cuda else cpu_block_elements()
         row_chunk, code_chunk = _chunks(n, k, block_elements)
         if precision == "fp32":
             return SearchResult(_fp32_search(centred, centred.z, row_chunk, code_chunk))
