@@ -19,7 +19,7 @@ from vqbench.files import atomic_write_json, atomic_write_text, check_writable, 
 from vqbench.plots import write_all
 from vqbench.probe import probe_is_complete, probe_run
 from vqbench.report import collect, render_json, render_markdown
-from vqbench.rundir import RunDir
+from vqbench.rundir import RunDir, load_recorded_plugins, record_plugins
 from vqbench.suite import ExpandedRun, Suite, load_suite
 from vqbench.train import train
 
@@ -35,6 +35,36 @@ def run_is_complete(run: RunDir, expanded: ExpandedRun) -> bool:
         and run.eval_file().is_file()
         and all(run.eval_file(f"{op}-{n}").is_file() for op, n in expanded.post)
     )
+
+
+#: (config field, folder or file): every path a run reads, checked by `--dry-run` as well.
+PATH_FIELDS = (
+    ("data.root", "folder"),
+    ("data.val_root", "folder"),
+    ("data.file_list", "file"),
+    ("data.val_file_list", "file"),
+    ("loss.perceptual_weights", "file"),
+    ("eval.lpips_weights", "file"),
+    ("eval.inception_weights", "file"),
+)
+
+
+def check_paths(runs: list[ExpandedRun]) -> None:
+    """Every folder and file a run's config names exists (plugins are loaded when the suite is
+    parsed); one line naming the field, the run and the path."""
+    for run in runs:
+        resolved = run.config.resolved()
+        for key, kind in PATH_FIELDS:
+            section, name = key.split(".")
+            value = resolved[section].get(name)
+            if value is None:
+                continue
+            ok = Path(value).is_dir() if kind == "folder" else Path(value).is_file()
+            if not ok:
+                raise VQBenchError(
+                    f"{key} of run '{run.name}' names the {kind} '{value}', which does not "
+                    f"exist; fix the path in the suite"
+                )
 
 
 def check_data(runs: list[ExpandedRun]) -> None:
@@ -63,8 +93,8 @@ def check_run_folders(root: Path, suite: Suite, runs: list[ExpandedRun], force: 
         if not force and theirs is not None and theirs != expanded.config.fingerprint():
             raise VQBenchError(
                 f"{run.path} holds a run with other settings (fingerprint {theirs}, suite "
-                f"{expanded.config.fingerprint()}); use another --out or pass --force to "
-                f"retrain it"
+                f"{expanded.config.fingerprint()}){run.difference(expanded.config)}; use "
+                f"another --out or pass --force to retrain it"
             )
         run.status()  # a damaged status.json fails here, before anything runs
 
@@ -80,6 +110,7 @@ def record_suite(suite: Suite, folder: Path) -> None:
     spec = suite.spec.model_dump(mode="json", exclude_defaults=True)
     spec["seeds"] = sorted({r.seed for r in suite.runs})
     atomic_write_text(folder / "suite.yaml", yaml.safe_dump(spec, sort_keys=False))
+    record_plugins(folder)
 
 
 def run_suite(
@@ -101,6 +132,7 @@ def run_suite(
         )
     distributed.pick_device(device)
     check_output_folders(root, results)
+    check_paths(runs)
     check_data(runs)
     check_run_folders(root, suite, runs, force)
     record_suite(suite, root / suite.name)
@@ -165,6 +197,7 @@ def rebuild(runs_dir: str | Path, results_dir: str | Path = "results") -> Path:
         raise VQBenchError(
             f"'{runs_dir}' holds no suite.yaml; give a folder made by 'vqbench run' (runs/<suite>)"
         )
+    load_recorded_plugins(runs_dir)
     return write_report(load_suite(marker), runs_dir, Path(results_dir))
 
 
