@@ -436,16 +436,30 @@ def data_usage(tokens: TokenSet, layout: DigitLayout) -> dict[str, Any]:
     return usage_of(counts, "data")
 
 
-def save_sample_grid(images: torch.Tensor, out: Path) -> Path:
-    """A PNG grid of decoded samples (8 per row), written atomically."""
-    from PIL import Image
+def save_sample_grid(images: torch.Tensor, out: Path, title: str = "") -> Path:
+    """A labelled PNG grid of decoded samples (8 per row), each drawn at least 96 pixels wide
+    (nearest neighbour: the pixels are the decoder's), written atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
     from torchvision.utils import make_grid
 
     from vqbench.data import to_uint8
 
-    grid = to_uint8(make_grid(images, nrow=min(8, len(images)), padding=1, pad_value=1.0))
+    per_row = min(8, len(images))
+    grid = to_uint8(make_grid(images, nrow=per_row, padding=2, pad_value=1.0))
+    rows = -(-len(images) // per_row)
+    scale = max(1.0, 96 / images.shape[-1])  # inches below are at 100 dpi
+    width = per_row * images.shape[-1] * scale / 100
+    fig, ax = plt.subplots(figsize=(width, rows * images.shape[-2] * scale / 100 + 0.5))
+    ax.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
+    ax.set_axis_off()
+    ax.set_title(title or f"{len(images)} decoded samples of the probe's prior", fontsize=9)
+    fig.tight_layout()
     with atomic_write(out) as tmp:
-        Image.fromarray(grid.permute(1, 2, 0).numpy()).save(tmp, format="PNG")
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
     return out
 
 
@@ -578,6 +592,10 @@ def probe_run(
                 f"{r['seconds']['total']:.0f} s"
             )
             if figure is not None and seed == probe.seeds[0]:
-                save_sample_grid(figure, run.probe_samples_file)
+                title = (
+                    f"{config.name}: {len(figure)} samples of the probe's prior (seed {seed}), "
+                    f"decoded by the tokenizer"
+                )
+                save_sample_grid(figure, run.probe_samples_file, title)
             run.write_result(run.probe_file, results)
     return run.probe_file, results

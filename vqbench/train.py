@@ -12,6 +12,7 @@ ends an epoch.
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -390,14 +391,7 @@ def _train(config, plan, run, world, state, loss_fn, log, show_progress) -> None
         if world.is_main:
             run.set_status("running", state.step)
 
-    progress = tqdm(
-        total=plan.total_steps,
-        initial=state.step,
-        disable=not (world.is_main and show_progress),
-        desc=config.name,
-        unit="step",
-        dynamic_ncols=True,
-    )
+    progress = progress_bar(config, plan, state.step, world.is_main and show_progress)
     try:
         while state.step < plan.total_steps:
             epoch, first = divmod(state.step, plan.steps_per_epoch)
@@ -442,6 +436,22 @@ def _train(config, plan, run, world, state, loss_fn, log, show_progress) -> None
         run.set_status("trained", state.step)
 
 
+def progress_bar(config: RunConfig, plan, step: int, show: bool) -> tqdm:
+    """A progress bar on a terminal. Redirected to a file or a pipe there is none (its
+    carriage-return updates would pile up): `log_step` prints one line per log step instead."""
+    terminal = sys.stderr.isatty()
+    bar = tqdm(
+        total=plan.total_steps,
+        initial=step,
+        disable=not (show and terminal),
+        desc=config.name,
+        unit="step",
+        dynamic_ncols=True,
+    )
+    bar.lines = show and not terminal
+    return bar
+
+
 def log_step(log, meter, step, epoch, config, plan, progress, timer=None) -> None:
     elapsed = time.perf_counter() - meter.start
     steps = meter.steps
@@ -459,6 +469,13 @@ def log_step(log, meter, step, epoch, config, plan, progress, timer=None) -> Non
         record["quantizer_share"] = quantizer_ms / step_ms
     log.record(record)
     progress.set_postfix(loss=f"{means.get('total', 0):.4f}", img_s=f"{record['images_per_s']:.0f}")
+    if getattr(progress, "lines", False):
+        print(
+            f"vqbench: {config.name} step {step}/{plan.total_steps}: loss "
+            f"{means.get('total', 0):.4f}, {record['images_per_s']:.0f} images/s",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def end_epoch(log, usage, state, epoch, config, world) -> None:
