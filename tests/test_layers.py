@@ -25,7 +25,7 @@ LAYERS = [
     ["config"],
     ["rundir", "checkpoint"],
     ["build"],
-    ["evaluate"],
+    ["evaluate", "tokenizer"],
     ["train"],
     ["prior"],
     ["probe"],
