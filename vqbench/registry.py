@@ -219,7 +219,7 @@ def load_plugin(module: str) -> str:
     except ModuleNotFoundError as err:
         if err.name and module.split(".")[0] != err.name.split(".")[0]:
             raise VQBenchError(
-                f"plugin module '{module}' needs '{err.name}', which is not installed; "
+                f"plugin '{module}' needs '{err.name}', which is not installed; "
                 f"install it or fix the plugin's imports"
             ) from None
         raise VQBenchError(

@@ -430,9 +430,10 @@ def _probe_cell(row: Row, key: str) -> str:
 
 def _shows_groups(rows: list[Row]) -> bool:
     """The paper's Group column, where it says something: a row mirrors a paper table, or a
-    quantizer's codes form groups (neither one per code, as a free codebook's, nor none)."""
+    quantizer splits its codes into several groups (not one per code, as a free codebook's,
+    nor one shared map, nor none)."""
     return any(r.paper for r in rows) or any(
-        r.groups is not None and r.groups not in (0, r.codebook_size) for r in rows
+        r.groups is not None and r.codebook_size and 1 < r.groups < r.codebook_size for r in rows
     )
 
 
