@@ -307,3 +307,112 @@ def test_tokenizer_from_run_encodes_and_decodes_as_the_run_reconstructs(home, cl
         tok.encode(torch.linspace(0, 255, 3 * 3 * 32 * 32).reshape(3, 3, 32, 32))
     with pytest.raises(VQBenchError, match="indices must lie in"):
         tok.decode(indices + 1024)
+
+
+# ---- the two-SE rule, the ranking and the figures, against references ---------------------------
+def summary_of(values):
+    from vqbench.report import summarise
+
+    return summarise(values)
+
+
+@pytest.mark.parametrize(
+    "a, b",
+    [([20.0, 20.4, 20.2], [19.0, 19.5]), ([1.0, 3.0], [2.0, 2.5, 1.5]), ([5, 5.1], [5, 5.1])],
+)
+def test_two_se_rule_is_welchs_t_beyond_two(a, b):
+    from scipy.stats import ttest_ind
+
+    from vqbench.report import two_se_test
+
+    test = two_se_test(summary_of(a), summary_of(b))
+    t = ttest_ind(a, b, equal_var=False).statistic
+    if test["se"] == 0:
+        assert test["difference"] == 0 and not test["significant"]
+    else:
+        assert test["difference"] / test["se"] == pytest.approx(t)
+        assert test["significant"] == (abs(t) > 2)
+    assert two_se_test(summary_of([1.0]), summary_of(b)) is None  # one seed: no spread
+
+
+def test_cells_are_marked_against_the_baseline_and_ranked_by_hand():
+    from vqbench.report import Row, block_table, compare_to_baseline, ranking_lines
+
+    def row(run, psnr, rfid):
+        r = Row(0, run, run.upper(), None, "simvq", {}, "fp", None)
+        r.results = [{"codebook_size": 1024, "independent_groups": 1}] * 2
+        r.metrics = {"psnr_batch": summary_of(psnr), "rfid": summary_of(rfid)}
+        return r
+
+    # psnr: a beats base (diff 2, se 0.1); b is within noise of base; a beats b.
+    # rfid (lower is better): b is worse than base and than a; a ~ base.
+    base, a, b = (
+        row("base", [20.0, 20.2], [5, 5.2]),
+        row("a", [22, 22.2], [5.1, 5.3]),
+        row("b", [19.0, 21.2], [9, 9.2]),
+    )
+    rows = [base, a, b]
+    compare_to_baseline(rows, "base")
+    table = block_table(rows)
+    assert "BASE (baseline)" in table
+    assert "22.10 ± 0.14 ▲" in table and "20.10 ± 1.56 " in table
+    assert "20.10 ± 1.56 ▲" not in table and "20.10 ± 1.56 ▼" not in table  # within noise
+    assert "9.10 ± 0.14 ▲" in table  # b's rFID is higher than the baseline's
+    lines = ranking_lines(rows)
+    assert "PSNR (higher is better): A > BASE" in lines
+    assert "rFID (lower is better): BASE > B; A > B" in lines
+
+
+def test_usage_figure_is_the_mean_and_std_over_seeds(tmp_path):
+    from vqbench.plots import usage_series
+
+    folders = []
+    for seed, usages in enumerate([[0.1, 0.3, 0.5], [0.3, 0.5]]):  # seed 1 stopped earlier
+        folder = tmp_path / f"s{seed}"
+        folder.mkdir()
+        records = [{"epoch": e, "step": e, "train_usage": u} for e, u in enumerate(usages)]
+        (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+        folders.append(str(folder))
+    epochs, mean, std, n = usage_series(folders)
+    assert epochs == [1, 2] and n == 2
+    assert mean == pytest.approx([20.0, 40.0])
+    assert std == pytest.approx([(2 * 10.0**2) ** 0.5] * 2)  # sample std of (10, 30), (30, 50)
+
+
+def test_long_row_labels_stay_inside_the_figure(tmp_path):
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    from vqbench.plots import save_figure
+
+    fig, axes = plt.subplots(2, 1, figsize=(4, 2))
+    for ax in axes:
+        ax.imshow(torch.zeros(8, 32).numpy())
+        ax.set_ylabel("a long method label, as a user writes it", rotation=0, ha="right")
+    save_figure(fig, tmp_path / "f.png", 100)
+    width, _ = Image.open(tmp_path / "f.png").size
+    assert width > 400  # the canvas grew to the left to hold the labels (4 in at 100 dpi)
+
+
+def test_probe_samples_are_large_enough_to_see_and_labelled(tmp_path):
+    from PIL import Image
+
+    from vqbench.probe import save_sample_grid
+
+    save_sample_grid(torch.rand(16, 3, 32, 32) * 2 - 1, tmp_path / "s.png", "run: samples")
+    width, height = Image.open(tmp_path / "s.png").size
+    assert width >= 8 * 96 and height >= 2 * 96 + 20  # 8 x 2 samples of 96+ px and a title
+
+
+def test_the_prior_samples_without_a_future_warning():
+    import warnings
+
+    from vqbench.prior import DigitLayout, TokenPrior
+
+    prior = TokenPrior(DigitLayout([16], 4096), 4, width=16, layers=1, heads=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        torch.manual_seed(0)
+        cached = prior.sample(2)
+    torch.manual_seed(0)
+    assert torch.equal(cached, prior.sample(2, use_cache=False))
