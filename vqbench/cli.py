@@ -160,7 +160,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     suite = load_suite(args.suite, seeds=args.seeds)
     if args.dry_run:
-        check_paths(suite.runs)
         print(f"{suite.source}: {len(suite.runs)} runs in {len(suite.blocks())} block(s)")
         print(
             tabulate(
@@ -182,6 +181,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
         if suite.probe is not None:
             print(f"then a probe of every run: {suite.probe.describe()}")
+        check_paths(suite.runs)  # after the plan: a missing folder fails the dry run (exit 2)
         return 0
     try:
         run_suite(

@@ -61,9 +61,10 @@ def check_paths(runs: list[ExpandedRun]) -> None:
                 continue
             ok = Path(value).is_dir() if kind == "folder" else Path(value).is_file()
             if not ok:
+                noun = "dataset folder" if kind == "folder" else "file"
                 raise VQBenchError(
-                    f"{key} of run '{run.name}' names the {kind} '{value}', which does not "
-                    f"exist; fix the path in the suite"
+                    f"{noun} '{value}' does not exist ({key} of run '{run.name}'); fix the "
+                    f"path in the suite"
                 )
 
 
