@@ -439,6 +439,8 @@ def data_usage(tokens: TokenSet, layout: DigitLayout) -> dict[str, Any]:
 def save_sample_grid(images: torch.Tensor, out: Path, title: str = "") -> Path:
     """A labelled PNG grid of decoded samples (8 per row), each drawn at least 96 pixels wide
     (nearest neighbour: the pixels are the decoder's), written atomically."""
+    import textwrap
+
     import matplotlib
 
     matplotlib.use("Agg")
@@ -447,18 +449,21 @@ def save_sample_grid(images: torch.Tensor, out: Path, title: str = "") -> Path:
 
     from vqbench.data import to_uint8
 
-    per_row = min(8, len(images))
-    grid = to_uint8(make_grid(images, nrow=per_row, padding=2, pad_value=1.0))
-    rows = -(-len(images) // per_row)
-    scale = max(1.0, 96 / images.shape[-1])  # inches below are at 100 dpi
-    width = per_row * images.shape[-1] * scale / 100
-    fig, ax = plt.subplots(figsize=(width, rows * images.shape[-2] * scale / 100 + 0.5))
+    grid = to_uint8(make_grid(images, nrow=min(8, len(images)), padding=2, pad_value=1.0))
+    dpi, scale = 100, max(1.0, 96 / images.shape[-1])
+    grid_w, grid_h = grid.shape[2] * scale / dpi, grid.shape[1] * scale / dpi  # inches
+    width = max(grid_w, 4.0)
+    lines = textwrap.wrap(title or f"{len(images)} decoded samples of the probe's prior",
+                          int(width * dpi / 7.5))  # fmt: skip
+    title_h = 0.1 + 0.2 * len(lines)
+    fig = plt.figure(figsize=(width, grid_h + title_h))
+    ax = fig.add_axes((0, 0, 1, grid_h / (grid_h + title_h)))
     ax.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
     ax.set_axis_off()
-    ax.set_title(title or f"{len(images)} decoded samples of the probe's prior", fontsize=9)
-    fig.tight_layout()
+    fig.text(0.5, 1 - 0.05 / (grid_h + title_h), "\n".join(lines), ha="center", va="top",
+             fontsize=9)  # fmt: skip
     with atomic_write(out) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
+        fig.savefig(tmp, dpi=dpi, format="png")
     plt.close(fig)
     return out
 

@@ -540,8 +540,8 @@ def ranking_note(suite: Suite) -> str:
 def recipe_notes(suite: Suite) -> list[str]:
     """The recipe choices a suite made (settings that move numbers), and each row's options."""
     c = suite.runs[0].config
-    notes = [
-        FID_NOTES[c.eval.fid_backend],
+    notes = [FID_NOTES[c.eval.fid_backend]] if "fid" in c.eval.metrics else []
+    notes += [
         f"Precision: {c.train.precision}"
         + (" (SimVQ's 16-mixed)" if c.train.precision == "fp16" else "")
         + "; the quantizer computes distances and losses in float32.",
