@@ -128,9 +128,9 @@ def _private_name(path: Path) -> str:
 
 
 def _import_file(path: Path) -> None:
+    """Execute the file as module `_private_name(path)` (again if it was: its classes keep their
+    qualified names, so registering them again is no clash)."""
     name = _private_name(path)
-    if name in sys.modules:
-        return
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
@@ -198,8 +198,6 @@ def load_plugin(module: str) -> str:
     """
     for registry in _REGISTRIES:
         registry.load_entry_points()
-    if module in _LOADED:
-        return _LOADED[module]
     path = Path(module)
     try:
         if module.endswith(".py"):
