@@ -28,7 +28,7 @@ LAYERS = [
     ["config"],
     ["rundir", "checkpoint"],
     ["build"],
-    ["evaluate"],
+    ["evaluate", "tokenizer"],
     ["train"],
     ["prior"],
     ["probe"],

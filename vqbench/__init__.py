@@ -17,11 +17,22 @@ from vqbench.quantizer import (
 )
 from vqbench.version import __version__
 
+
+def __getattr__(name: str):
+    """`vqbench.Tokenizer`, imported when first asked for (it pulls in the models)."""
+    if name == "Tokenizer":
+        from vqbench.tokenizer import Tokenizer
+
+        return Tokenizer
+    raise AttributeError(f"module 'vqbench' has no attribute {name!r}")
+
+
 __all__ = [
     "Estimator",
     "Quantizer",
     "QuantizerOutput",
     "QuantizerParams",
+    "Tokenizer",
     "VQBenchError",
     "__version__",
     "create_estimator",

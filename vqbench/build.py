@@ -25,7 +25,7 @@ from vqbench.models import Autoencoder, build_autoencoder
 from vqbench.pretrained import WeightsUnavailable, load_lpips
 from vqbench.quantizer import create_quantizer
 from vqbench.registry import load_plugin
-from vqbench.rundir import RunDir
+from vqbench.rundir import RunDir, load_recorded_plugins
 
 
 def build_model(config: RunConfig) -> Autoencoder:
@@ -148,7 +148,9 @@ def find_run(path: str | Path) -> tuple[RunDir, Path]:
     if not path.exists():
         raise VQBenchError(f"'{path}' does not exist; give a run directory or a checkpoint")
     if is_checkpoint(path):
-        return RunDir.owning(path), path
+        run = RunDir.owning(path)
+        load_recorded_plugins(run.path)
+        return run, path
     run = RunDir(path)
     checkpoint = latest_checkpoint(run.checkpoints)
     if not run.config_file.is_file() or checkpoint is None:
@@ -156,6 +158,7 @@ def find_run(path: str | Path) -> tuple[RunDir, Path]:
             f"'{path}' is not a vqbench run directory with a checkpoint "
             f"(config.yaml and checkpoints/latest); train it first"
         )
+    load_recorded_plugins(run.path)
     return run, checkpoint
 
 

@@ -164,7 +164,7 @@ def print_probe(title: str, results: dict) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from vqbench.runner import describe, run_suite
+    from vqbench.runner import check_paths, describe, run_suite
     from vqbench.suite import load_suite
     from vqbench.train import TrainingDiverged
 
@@ -191,6 +191,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
         if suite.probe is not None:
             print(f"then a probe of every run: {suite.probe.describe()}")
+        check_paths(suite.runs)  # after the plan: a missing folder fails the dry run (exit 2)
         return 0
     try:
         run_suite(
@@ -218,24 +219,34 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _command(sub, after: argparse.ArgumentParser, name: str, **kwargs) -> argparse.ArgumentParser:
+    """A subcommand that also takes the options of `after` (`--plugin`)."""
+    return sub.add_parser(name, parents=[after], **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vqbench",
         description="Benchmark vector quantizers for image tokenizers under identical settings.",
     )
     parser.add_argument("--version", action="version", version=f"vqbench {__version__}")
-    parser.add_argument(
-        "--plugin",
-        action="append",
-        default=[],
-        metavar="MODULE",
-        help="import MODULE (dotted name or .py file) to register more quantizers; repeatable",
+    plugin_help = (
+        "import MODULE (dotted name or .py file) to register more quantizers; repeatable; "
+        "before or after the command"
     )
+    parser.add_argument("--plugin", action="append", default=[], metavar="MODULE", help=plugin_help)
+    # The same option after the command (`vqbench run mine.yaml --plugin x.py`).
+    after = argparse.ArgumentParser(add_help=False)
+    after.add_argument(
+        "--plugin", action="append", default=[], dest="plugin_after", metavar="MODULE",
+        help=plugin_help,
+    )  # fmt: skip
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.add_parser(
-        "list", help="list quantizers and gradient estimators with their parameters"
+
+    _command(
+        sub, after, "list", help="list quantizers and gradient estimators with their parameters"
     ).set_defaults(func=cmd_list)
-    p = sub.add_parser("run", help="run a suite: train and evaluate every run, then report")
+    p = _command(sub, after, "run", help="run a suite: train and evaluate every run, then report")
     p.add_argument("suite", help="suite file, e.g. suites/tiny.yaml")
     p.add_argument(
         "--dry-run",
@@ -249,11 +260,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device")
     p.add_argument("--force", action="store_true", help="retrain runs that exist")
     p.set_defaults(func=cmd_run)
-    p = sub.add_parser("report", help="rebuild a suite's report from its finished runs")
+    p = _command(sub, after, "report", help="rebuild a suite's report from its finished runs")
     p.add_argument("runs", help="the suite's run folder, e.g. runs/tiny")
     p.add_argument("--results", default="results")
     p.set_defaults(func=cmd_report)
-    p = sub.add_parser("train", help="train one run from a config file, then evaluate it")
+    p = _command(sub, after, "train", help="train one run from a config file, then evaluate it")
     p.add_argument("config", help="run config (YAML)")
     p.add_argument("--out", help="run directory (default: runs/<name>)")
     start = p.add_mutually_exclusive_group()
@@ -262,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="cpu, cuda, cuda:1 (default: CUDA if present)")
     p.add_argument("--no-eval", action="store_true", help="skip the final evaluation")
     p.set_defaults(func=cmd_train)
-    p = sub.add_parser("eval", help="evaluate a trained run on its validation split")
+    p = _command(sub, after, "eval", help="evaluate a trained run on its validation split")
     p.add_argument("run", help="run directory or checkpoint folder")
     p.add_argument("--split", choices=["val", "train"], default="val")
     ops = p.add_mutually_exclusive_group()
@@ -287,7 +298,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--device")
     p.set_defaults(func=cmd_eval)
-    p = sub.add_parser(
+    p = _command(
+        sub,
+        after,
         "probe",
         help="train a small autoregressive prior on a run's tokens; bits/token, gFID",
     )
@@ -314,7 +327,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        for module in args.plugin:
+        for module in args.plugin + getattr(args, "plugin_after", []):
             load_plugin(module)
         return args.func(args)
     except VQBenchError as err:

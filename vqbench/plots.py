@@ -13,6 +13,7 @@ is left out of the two figures, with one line naming the command that writes the
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 
 import matplotlib
@@ -28,40 +29,66 @@ from vqbench.suite import Suite  # noqa: E402
 
 
 def save_figure(fig, out: Path, dpi: int) -> Path:
+    """Write `fig` as PNG; the canvas grows to hold every label (a long row label is never
+    cut off at the left edge)."""
     fig.tight_layout()
     with atomic_write(out) as tmp:
-        fig.savefig(tmp, dpi=dpi, format="png")
+        fig.savefig(tmp, dpi=dpi, format="png", bbox_inches="tight", pad_inches=0.1)
     plt.close(fig)
     return out
 
 
+def paper_figure(suite: Suite, number: str) -> str:
+    """` (Fig. 10)` where the suite mirrors a paper table; nothing in a suite of one's own."""
+    return f" (Fig. {number})" if any(block.paper for block in suite.blocks()) else ""
+
+
+def usage_series(run_dirs: list[str]) -> tuple[list[int], list[float], list[float], int]:
+    """Epochs, mean and sample std (over seeds, in %) of the per-epoch training usage, over the
+    epochs every seed's log reached, and how many seeds."""
+    per_seed = [
+        {e["epoch"] + 1: 100 * e["train_usage"] for e in RunDir(d).epoch_records()}
+        for d in run_dirs
+    ]
+    per_seed = [s for s in per_seed if s]
+    if not per_seed:
+        return [], [], [], 0
+    epochs = sorted(set.intersection(*(set(s) for s in per_seed)))
+    columns = [[s[e] for s in per_seed] for e in epochs]
+    mean = [statistics.fmean(c) for c in columns]
+    std = [statistics.stdev(c) if len(c) > 1 else 0.0 for c in columns]
+    return epochs, mean, std, len(per_seed)
+
+
 def usage_curves(rows: list[Row], out: Path) -> Path | None:
+    """Training usage per epoch: the mean over the seeds, with a band of ± one std."""
     fig, ax = plt.subplots(figsize=(6, 4))
-    drawn = False
+    seeds = 0
     for row in rows:
         if row.operation is not None or not row.run_dirs:
             continue
-        epochs = RunDir(row.run_dirs[0]).epoch_records()
-        if epochs:
-            ax.plot(
-                [e["epoch"] + 1 for e in epochs],
-                [100 * e["train_usage"] for e in epochs],
-                marker="o",
-                label=row.label,
-            )
-            drawn = True
-    if not drawn:
+        epochs, mean, std, n = usage_series(row.run_dirs)
+        if not epochs:
+            continue
+        (line,) = ax.plot(epochs, mean, marker="o", label=row.label)
+        if n > 1:
+            low = [m - s for m, s in zip(mean, std)]
+            high = [m + s for m, s in zip(mean, std)]
+            ax.fill_between(epochs, low, high, color=line.get_color(), alpha=0.2)
+        seeds = max(seeds, n)
+    if not seeds:
         plt.close(fig)
         return None
     ax.set_xlabel("epoch")
     ax.set_ylabel("codebook usage over the epoch (%)")
-    ax.set_title("Codebook usage during training (seed 0)")
+    spread = f"mean over {seeds} seeds, band ± 1 std" if seeds > 1 else "one seed"
+    ax.set_title(f"Codebook usage during training ({spread})")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     return save_figure(fig, out, 110)
 
 
-def codebook_size_curves(rows: list[Row], out: Path) -> Path | None:
+def codebook_size_curves(rows: list[Row], out: Path, fig_ref: str = " (Fig. 4)") -> Path | None:
     resized = {r.run for r in rows if r.operation}
     series: dict[str, list[Row]] = {}
     for row in rows:
@@ -88,7 +115,7 @@ def codebook_size_curves(rows: list[Row], out: Path) -> Path | None:
         ax.set_ylabel(key)
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
-    fig.suptitle("Metrics against codebook size (Fig. 4)")
+    fig.suptitle(f"Metrics against codebook size{fig_ref}")
     return save_figure(fig, out, 110)
 
 
@@ -155,7 +182,7 @@ def group_figures(rows: list[Row], out_dir: Path, prefix: str) -> list[tuple[str
     return figures
 
 
-def reconstruction_strip(rows: list[Row], out: Path) -> Path | None:
+def reconstruction_strip(rows: list[Row], out: Path, fig_ref: str = "") -> Path | None:
     """The validation images (from the first run) over each method's reconstructions."""
     strips = []
     for row in rows:
@@ -179,7 +206,7 @@ def reconstruction_strip(rows: list[Row], out: Path) -> Path | None:
         ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.suptitle("Validation images and reconstructions (Fig. 10)", fontsize=9)
+    fig.suptitle(f"Validation images and reconstructions{fig_ref}", fontsize=9)
     return save_figure(fig, out, 110)
 
 
@@ -210,11 +237,15 @@ def write_all(suite: Suite, rows: list[Row], out_dir: Path) -> list[tuple[str, P
         ("Codebook usage per epoch", usage_curves(rows, out_dir / f"{name}-usage.png")),
         (
             "Metrics against codebook size",
-            codebook_size_curves(rows, out_dir / f"{name}-codebook-size.png"),
+            codebook_size_curves(
+                rows, out_dir / f"{name}-codebook-size.png", paper_figure(suite, "4")
+            ),
         ),
         (
             "Reconstructions",
-            reconstruction_strip(rows, out_dir / f"{name}-reconstructions.png"),
+            reconstruction_strip(
+                rows, out_dir / f"{name}-reconstructions.png", paper_figure(suite, "10")
+            ),
         ),
         ("Probe samples", probe_samples(rows, out_dir / f"{name}-probe-samples.png")),
     ]:

@@ -23,6 +23,8 @@ tokens:
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 
 import torch
@@ -183,6 +185,19 @@ class DigitHead(nn.Module):
         return torch.stack(digits, -1)
 
 
+@functools.cache
+def cache_argument() -> str:
+    """The name of GPT-2's key/value cache argument: `cache` since transformers 5.25
+    (`past_key_values` warns there), `past_key_values` before."""
+    from transformers import GPT2Model
+
+    return (
+        "cache"
+        if "cache" in inspect.signature(GPT2Model.forward).parameters
+        else ("past_key_values")
+    )
+
+
 def gpt2_backbone(width: int, layers: int, heads: int, positions: int, dropout: float):
     """Hugging Face GPT-2 built from a config (random weights; nothing is downloaded)."""
     from transformers import GPT2Config, GPT2Model
@@ -267,8 +282,10 @@ class TokenPrior(nn.Module):
         cache, drawn = None, []
         for _ in range(self.positions):
             if use_cache:
-                out = self.backbone(inputs_embeds=inputs, past_key_values=cache, use_cache=True)
-                cache = out.past_key_values
+                out = self.backbone(
+                    inputs_embeds=inputs, **{cache_argument(): cache}, use_cache=True
+                )
+                cache = getattr(out, "cache", None) or out.past_key_values
             else:
                 out = self.backbone(inputs_embeds=inputs, use_cache=False)
             digits = self.head.sample(out.last_hidden_state[:, -1], generator, temperature)

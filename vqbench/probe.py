@@ -371,16 +371,35 @@ def data_usage(tokens: TokenSet, layout: DigitLayout) -> dict[str, Any]:
     return usage_of(counts, "data")
 
 
-def save_sample_grid(images: torch.Tensor, out: Path) -> Path:
-    """A PNG grid of decoded samples (8 per row), written atomically."""
-    from PIL import Image
+def save_sample_grid(images: torch.Tensor, out: Path, title: str = "") -> Path:
+    """A labelled PNG grid of decoded samples (8 per row), each drawn at least 96 pixels wide
+    (nearest neighbour: the pixels are the decoder's), written atomically."""
+    import textwrap
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
     from torchvision.utils import make_grid
 
     from vqbench.data import to_uint8
 
-    grid = to_uint8(make_grid(images, nrow=min(8, len(images)), padding=1, pad_value=1.0))
+    grid = to_uint8(make_grid(images, nrow=min(8, len(images)), padding=2, pad_value=1.0))
+    dpi, scale = 100, max(1.0, 96 / images.shape[-1])
+    grid_w, grid_h = grid.shape[2] * scale / dpi, grid.shape[1] * scale / dpi  # inches
+    width = max(grid_w, 4.0)
+    lines = textwrap.wrap(title or f"{len(images)} decoded samples of the probe's prior",
+                          int(width * dpi / 7.5))  # fmt: skip
+    title_h = 0.1 + 0.2 * len(lines)
+    fig = plt.figure(figsize=(width, grid_h + title_h))
+    ax = fig.add_axes((0, 0, 1, grid_h / (grid_h + title_h)))
+    ax.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
+    ax.set_axis_off()
+    fig.text(0.5, 1 - 0.05 / (grid_h + title_h), "\n".join(lines), ha="center", va="top",
+             fontsize=9)  # fmt: skip
     with atomic_write(out) as tmp:
-        Image.fromarray(grid.permute(1, 2, 0).numpy()).save(tmp, format="PNG")
+        fig.savefig(tmp, dpi=dpi, format="png")
+    plt.close(fig)
     return out
 
 
@@ -532,6 +551,10 @@ def probe_run(
                 f"{r['seconds']['total']:.0f} s"
             )
             if figure is not None and seed == probe.seeds[0]:
-                save_sample_grid(figure, run.probe_samples_file)
+                title = (
+                    f"{config.name}: {len(figure)} samples of the probe's prior (seed {seed}), "
+                    f"decoded by the tokenizer"
+                )
+                save_sample_grid(figure, run.probe_samples_file, title)
             run.write_result(run.probe_file, results)
     return run.probe_file, results

@@ -282,7 +282,21 @@ class Quantizer(nn.Module):
         return ", ".join(f"{k}={v!r}" for k, v in self.params.model_dump().items())
 
 
-QUANTIZERS = Registry("quantizer", "vqbench.quantizers", Quantizer)
+def check_quantizer_class(cls: type[Quantizer], name: str) -> None:
+    """A quantizer's `Params` fits what it is: a `QuantizerParams` model, and for an
+    explicit-codebook quantizer an `ExplicitCodebookParams` (codebook_size, dim, beta, ...)."""
+    params = getattr(cls, "Params", None)
+    base = ExplicitCodebookParams if issubclass(cls, ExplicitCodebookQuantizer) else QuantizerParams
+    if not (isinstance(params, type) and issubclass(params, base)):
+        got = params.__mro__[1].__name__ if isinstance(params, type) else type(params).__name__
+        raise VQBenchError(
+            f"register_quantizer('{name}'): {cls.__name__}.Params derives from {got}; "
+            f"derive it from vqbench.quantizer.{base.__name__}"
+            + (" (codebook_size, dim, beta, ...)" if base is ExplicitCodebookParams else "")
+        )
+
+
+QUANTIZERS = Registry("quantizer", "vqbench.quantizers", Quantizer, check_quantizer_class)
 
 
 def register_quantizer(name: str, *, override: bool = False):

@@ -47,6 +47,16 @@ PROBE_COLUMNS = [
     ("sample_usage", "Sample usage"),
 ]
 PERCENT_KEYS = {"usage", "sample_usage"}
+#: Columns where a higher value is better (the others: lower is better).
+HIGHER_IS_BETTER = {"usage", "psnr_batch", "psnr", "ssim", "sample_usage"}
+#: The columns compared with the baseline and ranked, in table order.
+COMPARED = [key for key, _, _ in COLUMNS] + [key for key, _ in PROBE_COLUMNS]
+TITLES = {key: title for key, title, _ in COLUMNS} | dict(PROBE_COLUMNS)
+#: The rule every comparison uses (Welch's standard error of a difference of two means).
+TWO_SE_RULE = (
+    "two-SE rule: two rows differ where |mean difference| > 2 sqrt(s1²/n1 + s2²/n2) (Welch's "
+    "standard error of the difference, i.e. |Welch t| > 2; sample std s over n seeds)"
+)
 DIGITS = {"ssim": 4, "bits_per_token": 3, "bits_per_image": 1}
 
 FID_NOTES = {
@@ -164,6 +174,9 @@ class Row:
     probes: list[dict[str, Any]] = field(default_factory=list)  # probe.json of each seed
     metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
     throughput: dict[str, float] | None = None  # with train.time_quantizer (see `throughput`)
+    baseline: bool = False  # the suite's `baseline:` row
+    vs_baseline: dict[str, dict[str, Any]] = field(default_factory=dict)  # see `two_se_test`
+    probe_seeds_asked: int | None = None  # prior seeds x suite seeds the probe asked for
 
     @property
     def codebook_size(self) -> int | None:
@@ -203,6 +216,70 @@ class Row:
         if self.probes:
             data["probe_raw"] = self.probes
         return data
+
+
+def two_se_test(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any] | None:
+    """`a - b` of two summaries (`summarise`), Welch's standard error of that difference and
+    whether it exceeds two of them; None where either has fewer than two values (one seed
+    gives no spread to compare with)."""
+    if a.get("mean") is None or b.get("mean") is None or a["n"] < 2 or b["n"] < 2:
+        return None
+    difference = a["mean"] - b["mean"]
+    se = math.sqrt(a["std"] ** 2 / a["n"] + b["std"] ** 2 / b["n"])
+    return {"difference": difference, "se": se, "significant": abs(difference) > 2 * se}
+
+
+def compare_to_baseline(rows: list[Row], baseline: str | None) -> None:
+    """Mark the suite's baseline row (the run named `baseline`, per block) and test every
+    other row of its block against it, column by column (`two_se_test`)."""
+    if baseline is None:
+        return
+    for base in [r for r in rows if r.run == baseline and r.operation is None]:
+        base.baseline = True
+        for row in rows:
+            if row.block != base.block or row is base:
+                continue
+            tests = {
+                key: two_se_test(row.metrics[key], base.metrics[key])
+                for key in COMPARED
+                if key in row.metrics and key in base.metrics
+            }
+            row.vs_baseline = {k: t for k, t in tests.items() if t is not None}
+
+
+def ranking(rows: list[Row]) -> dict[str, list[tuple[str, str]]]:
+    """Per column, the pairs (better, worse) whose means differ by more than two standard
+    errors (`two_se_test`): the ranking the seeds support, and nothing more."""
+    out: dict[str, list[tuple[str, str]]] = {}
+    for key in COMPARED:
+        pairs = []
+        for a in rows:
+            for b in rows:
+                test = two_se_test(a.metrics.get(key, {}), b.metrics.get(key, {}))
+                if a is b or test is None or not test["significant"]:
+                    continue
+                if (test["difference"] > 0) == (key in HIGHER_IS_BETTER):
+                    pairs.append((a.label, b.label))
+        if any(two_se_test(r.metrics.get(key, {}), r.metrics.get(key, {})) for r in rows):
+            out[key] = pairs
+    return out
+
+
+def ranking_lines(rows: list[Row]) -> list[str]:
+    """`PSNR: A > B, C; B > C` per column, or that no difference passes the rule."""
+    lines = []
+    for key, pairs in ranking(rows).items():
+        better = "higher" if key in HIGHER_IS_BETTER else "lower"
+        if not pairs:
+            lines.append(f"{TITLES[key]} ({better} is better): no two rows differ by more "
+                         "than two standard errors")  # fmt: skip
+            continue
+        winners: dict[str, list[str]] = {}
+        for a, b in pairs:
+            winners.setdefault(a, []).append(b)
+        text = "; ".join(f"{a} > {', '.join(bs)}" for a, bs in winners.items())
+        lines.append(f"{TITLES[key]} ({better} is better): {text}")
+    return lines
 
 
 def post_label(run_label: str, op: str, size: int) -> str:
@@ -247,7 +324,11 @@ def collect(suite: Suite, runs_dir: Path) -> list[Row]:
         row.summarise()
         if row.operation is None:
             row.throughput = throughput(row.run_dirs)
-    return list(rows.values())
+            if suite.probe is not None:
+                row.probe_seeds_asked = len(row.seeds) * len(suite.probe.seeds)
+    out = list(rows.values())
+    compare_to_baseline(out, suite.spec.baseline)
+    return out
 
 
 def throughput(run_dirs: list[str]) -> dict[str, float] | None:
@@ -333,9 +414,37 @@ def composite_notes(rows: list[Row]) -> list[str]:
     ]
 
 
+def _mark(row: Row, key: str) -> str:
+    """` ▲` / ` ▼`: higher / lower than the baseline row by more than two standard errors."""
+    test = row.vs_baseline.get(key)
+    if not test or not test["significant"]:
+        return ""
+    return " ▲" if test["difference"] > 0 else " ▼"
+
+
+def _probe_cell(row: Row, key: str) -> str:
+    summary = row.metrics.get(key, {"mean": None})
+    cell = _fmt(summary, key) + _mark(row, key)
+    asked = row.probe_seeds_asked
+    if asked and summary["mean"] is not None and summary["n"] < asked:
+        cell += f" (n={summary['n']} of {asked})"
+    return cell
+
+
+def _shows_groups(rows: list[Row]) -> bool:
+    """The paper's Group column, where it says something: a row mirrors a paper table, or a
+    quantizer splits its codes into several groups (not one per code, as a free codebook's,
+    nor one shared map, nor none)."""
+    return any(r.paper for r in rows) or any(
+        r.groups is not None and r.codebook_size and 1 < r.groups < r.codebook_size for r in rows
+    )
+
+
 def block_table(rows: list[Row]) -> str:
     with_estimator = any(r.params.get("estimator", "ste") != "ste" for r in rows)
-    headers = ["Method", "Codebook Size", "Group"] + (["Estimator"] if with_estimator else [])
+    with_groups = _shows_groups(rows)
+    headers = ["Method", "Codebook Size"] + (["Group"] if with_groups else [])
+    headers += ["Estimator"] if with_estimator else []
     headers += [title for _, title, _ in COLUMNS]
     probed = any(r.probes for r in rows)
     headers += [title for _, title in PROBE_COLUMNS] if probed else []
@@ -343,22 +452,20 @@ def block_table(rows: list[Row]) -> str:
     for row in rows:
         size, groups = row.codebook_size, row.groups
         cells = [
-            row.label,
+            row.label + (" (baseline)" if row.baseline else ""),
             _size_cell(size, row.index_sizes),
-            groups if groups is not None else "-",
-        ] + ([row.estimator] if with_estimator else [])
+        ]
+        cells += [groups if groups is not None else "-"] if with_groups else []
+        cells += [row.estimator] if with_estimator else []
         for key, _, paper_key in COLUMNS:
             summary = row.metrics.get(key, {"mean": None})
-            cell = _fmt(summary, key) if row.results else "not run"
+            cell = _fmt(summary, key) + _mark(row, key) if row.results else "not run"
             if key == "usage" and row.index_sizes and row.results:
                 cell += " †"  # per-index mean; see composite_notes
             paper = _paper_value(row.paper, paper_key) if paper_key else None
             cells.append(f"{cell} ({paper})" if paper is not None else cell)
         if probed:
-            cells += [
-                _fmt(row.metrics.get(key, {"mean": None}), key) if row.probes else "-"
-                for key, _ in PROBE_COLUMNS
-            ]
+            cells += [_probe_cell(row, key) if row.probes else "-" for key, _ in PROBE_COLUMNS]
         lines.append(cells)
     return tabulate(lines, headers=headers, tablefmt="github", disable_numparse=True)
 
@@ -434,26 +541,35 @@ def ranking_note(suite: Suite) -> str:
             "threads and versions only; another machine gives other values."
         )
     return (
-        f"{len(seeds)} seeds (mean ± sample std): two rows are ranked only where their means "
-        "differ by more than two standard errors of the difference (Welch); smaller "
-        "differences are not rankings."
+        f"{len(seeds)} seeds (mean ± sample std). Rows are ranked by the {TWO_SE_RULE}; "
+        "smaller differences are not rankings. The ranking each column supports is under "
+        "'Ranking'"
+        + (
+            f"; ▲ / ▼ mark a cell higher / lower than the baseline row ({suite.spec.baseline}) "
+            "by that rule."
+            if suite.spec.baseline
+            else "."
+        )
     )
 
 
 def recipe_notes(suite: Suite) -> list[str]:
     """The recipe choices a suite made (settings that move numbers), and each row's options."""
     c = suite.runs[0].config
-    notes = [
-        FID_NOTES[c.eval.fid_backend],
+    notes = [FID_NOTES[c.eval.fid_backend]] if "fid" in c.eval.metrics else []
+    notes += [
         f"Precision: {c.train.precision}"
         + (" (SimVQ's 16-mixed)" if c.train.precision == "fp16" else "")
         + "; the quantizer computes distances and losses in float32.",
-        "The discriminator step also receives the generator loss's gradient (SimVQ's trainer "
-        "never zeroes it)."
-        if c.loss.disc_receives_generator_grad
-        else "The discriminator step receives only its own loss's gradient (SimVQ's trainer "
-        "lets the generator's leak in; option loss.disc_receives_generator_grad).",
     ]
+    if c.loss.gan_weight > 0:  # without a GAN term there is no discriminator step
+        notes.append(
+            "The discriminator step also receives the generator loss's gradient (SimVQ's "
+            "trainer never zeroes it)."
+            if c.loss.disc_receives_generator_grad
+            else "The discriminator step receives only its own loss's gradient (SimVQ's "
+            "trainer lets the generator's leak in; option loss.disc_receives_generator_grad)."
+        )
     rows = []
     for run in suite.runs:
         q = run.config.quantizer
@@ -535,6 +651,10 @@ def render_markdown(
             ),
             "",
         ]
+        supported = ranking_lines(block_rows)
+        if supported:
+            lines += [f"Ranking the seeds support ({TWO_SE_RULE}):", ""]
+            lines += [f"- {line}" for line in supported] + [""]
     if any(row.throughput for row in rows):
         lines += [
             "## Training speed",
@@ -561,6 +681,13 @@ def render_json(suite: Suite, rows: list[Row], figures: list[tuple[str, str]]) -
         "date": date.today().isoformat(),
         "settings": settings_summary(suite),
         "rows": [row.to_json() for row in rows],
+        "baseline": suite.spec.baseline,
+        "test": TWO_SE_RULE,
+        "ranking": [
+            {"block": b, "column": key, "better_than": [list(pair) for pair in pairs]}
+            for b in range(len(suite.blocks()))
+            for key, pairs in ranking([r for r in rows if r.block == b]).items()
+        ],
         "notes": notes_of(suite, rows),
         "figures": [name for _, name in figures],
     }

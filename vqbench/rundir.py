@@ -10,6 +10,8 @@
     figures.json   what the report's figures need of the evaluated weights (group statistics,
                    codes sampled and projected per group), written by evaluation
     reconstructions.png  the first validation images (top) and their reconstructions (bottom)
+    plugins.json   the plugins loaded when it was made (`--plugin`, `plugins:`), loaded again
+                   by every later command (`load_recorded_plugins`)
     probe.json     the downstream probe (`vqbench.probe`); probe-samples.png, its samples
     tb/            TensorBoard event files (`train.tensorboard: true`)
     .lock          held by the process training into the folder
@@ -49,6 +51,7 @@ from vqbench.files import (
     read_json,
     read_jsonl,
 )
+from vqbench.registry import load_plugin, loaded_plugins
 from vqbench.version import __version__
 
 STATES = ("running", "trained", "diverged", "finished")
@@ -74,6 +77,42 @@ def environment(world: distributed.World, data: dict[str, Any] | None = None) ->
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         **({"data": data} if data else {}),
     }
+
+
+PLUGINS_FILE = "plugins.json"
+
+
+def record_plugins(folder: Path) -> None:
+    """Add the plugins this process loaded to `folder/plugins.json` (nothing when none was)."""
+    loaded = loaded_plugins()
+    if not loaded:
+        return
+    path = folder / PLUGINS_FILE
+    recorded = _recorded_plugins(path)
+    merged = list(dict.fromkeys(recorded + loaded))
+    if merged != recorded:
+        atomic_write_json(path, {"plugins": merged})
+
+
+def _recorded_plugins(path: Path) -> list[str]:
+    plugins = (read_json(path) or {}).get("plugins")
+    return [p for p in plugins if isinstance(p, str)] if isinstance(plugins, list) else []
+
+
+def load_recorded_plugins(folder: Path) -> None:
+    """Load the plugins a run (or a suite's folder) was made with, so that `eval`, `probe` and
+    `report` need no `--plugin` again. A recorded file that has moved is named in one line,
+    unless a plugin of that file name was loaded from its new place (`--plugin NEW_PATH`)."""
+    path = folder / PLUGINS_FILE
+    for plugin in _recorded_plugins(path):
+        if plugin.endswith(".py") and not Path(plugin).is_file():
+            if any(Path(p).name == Path(plugin).name for p in loaded_plugins()):
+                continue
+            raise VQBenchError(
+                f"plugin file '{plugin}' (recorded in '{path}') no longer exists; put it back "
+                f"or pass its new place with --plugin PATH"
+            )
+        load_plugin(plugin)
 
 
 class RunDir:
@@ -180,8 +219,23 @@ class RunDir:
             p.name != ".lock" and not TEMPORARY.match(p.name) for p in self.path.iterdir()
         )
 
-    def check(self, fingerprint: str, *, resume: bool, force: bool) -> bool:
-        """Decide what to do, reading only (nothing is created); True means resume."""
+    def recorded_config(self) -> dict[str, Any]:
+        """The resolved config the folder records (`{}` when it has none or it is unreadable)."""
+        try:
+            data = yaml.safe_load(self.config_file.read_text())
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def difference(self, config) -> str:
+        """` (first difference: optim.lr: 0.0002 there, 0.0001 here)`, or ''."""
+        first = config.first_difference(self.recorded_config()) if config is not None else ""
+        return f" (first difference: {first})" if first else ""
+
+    def check(self, fingerprint: str, *, resume: bool, force: bool, config=None) -> bool:
+        """Decide what to do, reading only (nothing is created); True means resume. With the
+        run's `config`, a folder holding another run is refused naming the first setting that
+        differs."""
         if self.path.exists() and not self.path.is_dir():
             raise VQBenchError(f"--out '{self.path}' is a file, not a folder; choose another --out")
         check_writable(self.path, "--out")
@@ -203,12 +257,18 @@ class RunDir:
         if theirs != fingerprint:
             raise VQBenchError(
                 f"output folder '{self.path}' holds a different run (fingerprint "
-                f"{theirs}, this config {fingerprint}); choose another --out or pass "
-                f"--force to replace it"
+                f"{theirs}, this config {fingerprint}){self.difference(config)}; choose "
+                f"another --out or pass --force to replace it"
             )
         if resume:
             return True
         state = self.status().get("state", "running")
+        if state == "running":  # no process holds the lock (checked above): it was stopped
+            raise VQBenchError(
+                f"output folder '{self.path}' holds this run, interrupted (its status says "
+                f"running, but no process holds its lock); pass --resume to continue it or "
+                f"--force to start over"
+            )
         raise VQBenchError(
             f"output folder '{self.path}' already holds this run ({state}); pass "
             f"--resume to continue it or --force to start over"
@@ -249,7 +309,9 @@ class RunDir:
         """Whether this start resumes the run in the folder, decided before anything is written
         (rank 0 reads the folder; every process learns the outcome)."""
         fingerprint = config.fingerprint()
-        return self._on_rank0(lambda: self.check(fingerprint, resume=resume, force=force))
+        return self._on_rank0(
+            lambda: self.check(fingerprint, resume=resume, force=force, config=config)
+        )
 
     def check_same_data(self, digest: dict[str, Any] | None) -> None:
         """A resumed run trains on the images its first start recorded (rank 0 checks)."""
@@ -293,7 +355,7 @@ class RunDir:
         self, config, world: distributed.World, *, resume: bool, force: bool, step: int, data
     ) -> bool:
         fingerprint = config.fingerprint()
-        resuming = self.check(fingerprint, resume=resume, force=force)
+        resuming = self.check(fingerprint, resume=resume, force=force, config=config)
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as err:
@@ -309,6 +371,7 @@ class RunDir:
                 self.clear()
             self._write_once("fingerprint", fingerprint + "\n")
             self._write_once("config.yaml", yaml.safe_dump(config.resolved(), sort_keys=False))
+            record_plugins(self.path)
             if not (self.path / "env.json").is_file():
                 atomic_write_json(self.path / "env.json", environment(world, data))
             try:

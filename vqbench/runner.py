@@ -17,7 +17,7 @@ from vqbench.files import atomic_write_json, atomic_write_text, check_writable, 
 from vqbench.plots import write_all
 from vqbench.probe import probe_is_complete, probe_run
 from vqbench.report import collect, render_json, render_markdown
-from vqbench.rundir import RunDir, SuiteDir
+from vqbench.rundir import RunDir, SuiteDir, load_recorded_plugins, record_plugins
 from vqbench.suite import ExpandedRun, Suite, load_suite
 from vqbench.train import TrainOptions, train
 
@@ -33,6 +33,37 @@ def run_is_complete(run: RunDir, expanded: ExpandedRun) -> bool:
         and run.eval_file().is_file()
         and all(run.eval_file(f"{op}-{n}").is_file() for op, n in expanded.post)
     )
+
+
+#: (config field, folder or file): every path a run reads, checked by `--dry-run` as well.
+PATH_FIELDS = (
+    ("data.root", "folder"),
+    ("data.val_root", "folder"),
+    ("data.file_list", "file"),
+    ("data.val_file_list", "file"),
+    ("loss.perceptual_weights", "file"),
+    ("eval.lpips_weights", "file"),
+    ("eval.inception_weights", "file"),
+)
+
+
+def check_paths(runs: list[ExpandedRun]) -> None:
+    """Every folder and file a run's config names exists (plugins are loaded when the suite is
+    parsed); one line naming the field, the run and the path."""
+    for run in runs:
+        resolved = run.config.resolved()
+        for key, kind in PATH_FIELDS:
+            section, name = key.split(".")
+            value = resolved[section].get(name)
+            if value is None:
+                continue
+            ok = Path(value).is_dir() if kind == "folder" else Path(value).is_file()
+            if not ok:
+                noun = "dataset folder" if kind == "folder" else "file"
+                raise VQBenchError(
+                    f"{noun} '{value}' does not exist ({key} of run '{run.name}'); fix the "
+                    f"path in the suite"
+                )
 
 
 def check_data(runs: list[ExpandedRun]) -> None:
@@ -61,8 +92,8 @@ def check_run_folders(root: Path, suite: Suite, runs: list[ExpandedRun], force: 
         if not force and theirs is not None and theirs != expanded.config.fingerprint():
             raise VQBenchError(
                 f"{run.path} holds a run with other settings (fingerprint {theirs}, suite "
-                f"{expanded.config.fingerprint()}); use another --out or pass --force to "
-                f"retrain it"
+                f"{expanded.config.fingerprint()}){run.difference(expanded.config)}; use "
+                f"another --out or pass --force to retrain it"
             )
         run.status()  # a damaged status.json fails here, before anything runs
 
@@ -77,6 +108,7 @@ def record_suite(suite: Suite, folder: SuiteDir) -> None:
     spec = suite.spec.model_dump(mode="json", exclude_defaults=True)
     spec["seeds"] = sorted({r.seed for r in suite.runs})
     folder.record(spec)
+    record_plugins(folder.path)
 
 
 def run_suite(
@@ -98,6 +130,7 @@ def run_suite(
         )
     distributed.pick_device(device)
     check_output_folders(root, results)
+    check_paths(runs)
     check_data(runs)
     check_run_folders(root, suite, runs, force)
     record_suite(suite, SuiteDir.under(root, suite.name))
@@ -163,6 +196,7 @@ def rebuild(runs_dir: str | Path, results_dir: str | Path = "results") -> Path:
         raise VQBenchError(
             f"'{runs_dir}' holds no suite.yaml; give a folder made by 'vqbench run' (runs/<suite>)"
         )
+    load_recorded_plugins(folder.path)
     return write_report(load_suite(marker), folder.path, Path(results_dir))
 
 

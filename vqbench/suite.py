@@ -30,7 +30,7 @@ from vqbench.config import (
     parse_run_config,
     read_yaml,
 )
-from vqbench.errors import VQBenchError
+from vqbench.errors import VQBenchError, did_you_mean
 
 
 class PostOperation(pydantic.BaseModel):
@@ -90,6 +90,7 @@ class SuiteFile(pydantic.BaseModel):
     blocks: list[SuiteBlock] = []
     notes: list[str] = []
     probe: ProbeConfig | None = None  # the downstream probe, identical for every run
+    baseline: str | None = None  # a run's name: the report marks what differs from its row
 
     @pydantic.field_validator("suite")
     @classmethod
@@ -170,6 +171,21 @@ def _flat_keys(data: dict[str, Any], prefix: str = "") -> list[str]:
     return keys
 
 
+def _run_setting_hint(err: pydantic.ValidationError) -> str:
+    """For a run that names a shared setting (`runs.2.optim`): how a run changes one."""
+    first = err.errors()[0]
+    loc = [str(p) for p in first["loc"]]
+    if first["type"] != "extra_forbidden" or len(loc) < 3 or loc[-3] != "runs":
+        return ""
+    key = loc[-1]
+    if key not in RunConfig.model_fields:
+        return ""
+    return (
+        f"; a run changes a shared setting through 'overrides' ({{{key}: ...}}), with "
+        f"'{key}' (or '{key}.FIELD') listed under the suite's 'varies'"
+    )
+
+
 def load_suite(path: str | Path, seeds: int | None = None) -> Suite:
     """Parse, validate and expand a suite; one-line errors naming the file and the field."""
     path = Path(path)
@@ -177,7 +193,15 @@ def load_suite(path: str | Path, seeds: int | None = None) -> Suite:
     try:
         spec = SuiteFile(**data)
     except pydantic.ValidationError as err:
-        raise VQBenchError(format_config_error(str(path), err, SuiteFile)) from None
+        message, hint = format_config_error(str(path), err, SuiteFile), _run_setting_hint(err)
+        message = message.removesuffix(" remove it").removesuffix(";") + hint
+        raise VQBenchError(message) from None
+    names = [r.name for block in (spec.blocks or [spec]) for r in block.runs]
+    if spec.baseline is not None and spec.baseline not in names:
+        raise VQBenchError(
+            f"{path}: baseline '{spec.baseline}' is not a run of the suite;"
+            f"{did_you_mean(spec.baseline, names) or ''} runs: {', '.join(names)}"
+        )
     if seeds is not None and seeds < 1:
         raise VQBenchError(f"--seeds {seeds}: give at least 1 (seeds 0 .. N-1 are run)")
     suite = Suite(path, spec)

@@ -15,6 +15,7 @@ step waits on the host only when it logs, saves or ends an epoch.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -438,14 +439,7 @@ class Trainer:
         )
         self.distribute()
         first_step = state.step
-        progress = tqdm(
-            total=plan.total_steps,
-            initial=state.step,
-            disable=not (self.world.is_main and show_progress),
-            desc=self.config.name,
-            unit="step",
-            dynamic_ncols=True,
-        )
+        progress = progress_bar(self.config, plan, state.step, self.world.is_main and show_progress)
         try:
             while state.step < plan.total_steps:
                 self._epoch(plan, run, log, progress)
@@ -517,6 +511,14 @@ class Trainer:
         log.record(record)
         img_s = f"{record['images_per_s']:.0f}"
         progress.set_postfix(loss=f"{means.get('total', 0):.4f}", img_s=img_s)
+        if getattr(progress, "lines", False):  # no terminal: a line per log step
+            total = f"{means.get('total', 0):.4f}"
+            print(
+                f"vqbench: {self.config.name} step {self.state.step}/{progress.total}: "
+                f"loss {total}, {img_s} images/s",
+                file=sys.stderr,
+                flush=True,
+            )
 
     def _end_epoch(self, epoch: int, log: RunLog) -> None:
         """The epoch's codebook usage over training tokens, and optionally validation metrics."""
@@ -561,3 +563,19 @@ def train(config: RunConfig, run_dir: str | Path, options: TrainOptions = TrainO
         log.close()
         run.release_lock()
     return run.path
+
+
+def progress_bar(config: RunConfig, plan: Plan, step: int, show: bool) -> tqdm:
+    """A progress bar on a terminal. Redirected to a file or a pipe there is none (its
+    carriage-return updates would pile up): `Trainer._log_step` prints a line per log step."""
+    terminal = sys.stderr.isatty()
+    bar = tqdm(
+        total=plan.total_steps,
+        initial=step,
+        disable=not (show and terminal),
+        desc=config.name,
+        unit="step",
+        dynamic_ncols=True,
+    )
+    bar.lines = show and not terminal
+    return bar
