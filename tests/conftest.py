@@ -23,3 +23,15 @@ def clean_registry():
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _forget_plugins_loaded_by_the_test():
+    """A plugin a test loads (and records in `registry._LOADED`) must not follow the next
+    test into the run folders it writes (`plugins.json`)."""
+    from vqbench import registry
+
+    saved = dict(registry._LOADED)
+    yield
+    registry._LOADED.clear()
+    registry._LOADED.update(saved)

@@ -25,8 +25,7 @@ import re
 from dataclasses import dataclass
 from itertools import accumulate
 from pathlib import Path
-
-import yaml
+from typing import TYPE_CHECKING
 
 from vqbench.errors import VQBenchError
 
@@ -83,9 +82,10 @@ def _over(path: Path | str, what: str, limit: int, fix: str) -> VQBenchError:
     )
 
 
+if TYPE_CHECKING:
+    import yaml
+
 NO_ALIASES = "write it out without anchors and aliases (&name, *name)"
-_COLLECTION_START = (yaml.MappingStartEvent, yaml.SequenceStartEvent)
-_COLLECTION_END = (yaml.MappingEndEvent, yaml.SequenceEndEvent)
 
 
 class _YamlCost:
@@ -115,11 +115,13 @@ class _YamlCost:
             )
 
     def event(self, event: yaml.Event) -> None:
-        if isinstance(event, _COLLECTION_START):
+        import yaml  # here, not at import: `python -m vqbench` must not import a stray yaml.py
+
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
             self._node(1)  # its own depth, before its children are read
             self.frames.append([event.anchor, self.nodes, 0])
             self._add(1)
-        elif isinstance(event, _COLLECTION_END):
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
             anchor, start, tallest = self.frames.pop()
             self._node(tallest + 1)
             if anchor is not None:
@@ -142,6 +144,8 @@ def check_yaml(text: str, path: Path | str, limits: Limits = LIMITS) -> None:
     """Refuse YAML `text` whose depth, aliases or expanded nodes pass `limits`.
 
     Syntax errors are left to the loader that follows (it reports them with their line)."""
+    import yaml
+
     cost = _YamlCost(path, limits)
     try:
         for event in yaml.parse(text, Loader=yaml.SafeLoader):

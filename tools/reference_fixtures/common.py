@@ -26,6 +26,13 @@ def fail(message: str) -> NoReturn:
     raise SystemExit(2)
 
 
+def require(checkout: Path, *relative: str) -> None:
+    """Each of `relative` exists in the checkout, else one line (the wrong repository)."""
+    for name in relative:
+        if not (checkout / name).exists():
+            fail(f"{name} is not in {checkout}; give a checkout of the reference repository")
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         fail(f"{message}; see --help")

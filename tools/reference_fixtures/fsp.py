@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from tools.reference_fixtures.common import parse_args, write_fixture
+from tools.reference_fixtures.common import parse_args, require, write_fixture
 
 REPOSITORY = "zhai-lw/vp-vae"
 FILES = ["fsp/fsp.py", "fsp/cdf_act.py", "vp/l_utils.py"]
@@ -83,6 +83,7 @@ def run_case(fsp_module, kwargs: dict, training: bool, seed: int) -> dict[str, t
 
 def main() -> None:
     args = parse_args("Write the fsp reference fixtures.", REPOSITORY)
+    require(args.checkout, "__init__.py", "fsp/fsp.py")
     fsp_module = import_package(args.checkout)
     defaults = {
         name: p.default

@@ -20,7 +20,7 @@ import torch
 import yaml
 from vqbench_quantizers.leech import leech_minimal_vectors
 
-from tools.reference_fixtures.common import load_module, parse_args, write_fixture
+from tools.reference_fixtures.common import load_module, parse_args, require, write_fixture
 
 REPOSITORY = "zhaoyue-zephyrus/bsq-vit"
 CONFIG = "configs/tokenizer/imagenet_256x256_l24sq_stylegan_f8_fp16.yaml"
@@ -40,6 +40,7 @@ def model_default(checkout: Path, cls: str, argument: str):
 
 def main() -> None:
     args = parse_args("Write the leech (Λ24-SQ) reference fixtures.", REPOSITORY)
+    require(args.checkout, CONFIG, QUANTIZER)
     config = yaml.safe_load((args.checkout / CONFIG).read_text())
     model, loss = config["model"]["params"], config["loss"]["params"]
     beta = model.get("beta", model_default(args.checkout, "VITVQModel", "beta"))

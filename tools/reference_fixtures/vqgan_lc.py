@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from tools.reference_fixtures.common import parse_args, write_fixture
+from tools.reference_fixtures.common import parse_args, require, write_fixture
 
 REPOSITORY = "zh460045050/VQGAN-LC"
 FILE = "codebook_generation/minibatch_kmeans_per_class.py"
@@ -28,6 +28,7 @@ N, D, K = 400, 3, 8
 
 def main() -> None:
     args = parse_args(__doc__.splitlines()[0], REPOSITORY)
+    require(args.checkout, FILE)
     source = (args.checkout / FILE).read_text()
     if "from kmeans_pytorch import kmeans" not in source or CALL not in source:
         raise SystemExit(f"{FILE} no longer calls kmeans_pytorch.kmeans as `{CALL}`")
