@@ -25,11 +25,13 @@ def test_built_ins_are_declared_as_entry_points_and_registered():
 def test_every_registered_quantizer_declares_a_small_configuration_that_builds():
     """The lists of the shared tests come from the registry: a quantizer without a
     `small_config` would silently escape the interface and engine tests."""
-    names = list_quantizers()
+    # every quantizer installed through the entry points (plugins a test registers in-process
+    # may linger in the registry; they are not part of the package)
+    names = sorted({ep.name for ep in entry_points(group=QUANTIZERS.group)})
     assert {"vanilla", "bsq", "ibq", "residual", "product"} <= set(names)
     missing = [n for n in names if get_quantizer_class(n).small_config is None]
     assert not missing, f"declare `small_config` on {missing}"
-    assert set(SMALL_CONFIGS) == set(names)
+    assert set(names) <= set(SMALL_CONFIGS)
     for name in names:
         assert type(create_quantizer(name, **SMALL_CONFIGS[name])).name == name
 
