@@ -246,6 +246,13 @@ def build_parser() -> argparse.ArgumentParser:
     _command(
         sub, after, "list", help="list quantizers and gradient estimators with their parameters"
     ).set_defaults(func=cmd_list)
+    _add_run_report_train(sub, after)
+    _add_eval_probe(sub, after)
+    return parser
+
+
+def _add_run_report_train(sub, after: argparse.ArgumentParser) -> None:
+    """`run`, `report` and `train`."""
     p = _command(sub, after, "run", help="run a suite: train and evaluate every run, then report")
     p.add_argument("suite", help="suite file, e.g. suites/tiny.yaml")
     p.add_argument(
@@ -273,6 +280,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="cpu, cuda, cuda:1 (default: CUDA if present)")
     p.add_argument("--no-eval", action="store_true", help="skip the final evaluation")
     p.set_defaults(func=cmd_train)
+
+
+def _add_eval_probe(sub, after: argparse.ArgumentParser) -> None:
+    """`eval` and `probe`."""
     p = _command(sub, after, "eval", help="evaluate a trained run on its validation split")
     p.add_argument("run", help="run directory or checkpoint folder")
     p.add_argument("--split", choices=["val", "train"], default="val")
@@ -317,7 +328,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device")
     p.add_argument("--force", action="store_true", help="redo seeds that finished earlier")
     p.set_defaults(func=cmd_probe)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
