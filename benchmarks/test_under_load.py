@@ -27,11 +27,13 @@ from cases import build_step
 TOKENS, DIM, SIZE = 8192, 128, 65536
 METHODS = ("vanilla", "ema", "simvq")
 ROUNDS = int(os.environ.get("VQBENCH_LOAD_ROUNDS", "3"))
+#: Ends by itself when the benchmark's process is gone (killed or crashed), so that no orphan
+#: keeps loading the machine: its parent id changes then.
 COMPETITOR = (
-    "import torch\n"
+    "import os, torch\n"
     "torch.set_num_threads({threads})\n"
     "a = torch.randn(1024, 1024)\n"
-    "while True:\n"
+    "while os.getppid() == {parent}:\n"
     "    a = torch.tanh(a @ a)\n"
 )
 
@@ -39,7 +41,7 @@ COMPETITOR = (
 @pytest.fixture(scope="module")
 def competitor():
     """A CPU-bound process, stopped until a loaded half resumes it."""
-    code = COMPETITOR.format(threads=os.cpu_count() or 1)
+    code = COMPETITOR.format(threads=os.cpu_count() or 1, parent=os.getpid())
     proc = subprocess.Popen([sys.executable, "-c", code])
     time.sleep(3)  # torch imported, loop running
     proc.send_signal(signal.SIGSTOP)

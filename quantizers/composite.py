@@ -19,10 +19,16 @@ product, the number of distinct composite codes.
   `gradient: straight_through`, and the per-stage losses averaged over the depth
   (`stage_loss: mean`: RQ-VAE's `torch.mean(torch.stack(loss_list))` of
   `||x - sg(sum_{j<=i} q_j)||^2`, which equals stage i's commitment `||r_i - sg(q_i)||^2`,
-  weight 0.25, in value and in gradient). `stage_loss: sum` is the library's examples (they
-  sum the stages' losses). Not reproduced by default: RQ-VAE's configs share one codebook
-  across depths (`shared: true`) and restart unused codes (`quantizer_params:
-  {restart_after: N}` or `dead_code_threshold`).
+  weight 0.25, in value and in gradient), one codebook shared by every depth (`shared: true`,
+  the configs' `shared_codebook`), and RQ-VAE's restart of unused codes
+  (`restart_unused_codes: true`: EMA counts from 0, a code whose count falls below 1 takes a
+  random token of the batch; `RQ_VAE_EMA`, `quantizer_params: {dead_code_threshold: 0}` turns
+  it off). `stage_loss: sum` is the library's examples (they sum the stages' losses),
+  `shared: false` the library's default of one codebook per stage. One difference remains:
+  RQ-VAE updates (and restarts) the shared codebook after each depth's lookup, inside the
+  forward, so depth i+1 already sees depth i's update; here the update covers every depth's
+  tokens once per optimiser step (as every EMA codebook of vqbench, so that gradient
+  accumulation and processes cannot change it).
 * `product` (PQ; Jegou et al. 2011; vqtorch's `GroupVectorQuant`, the library's
   `GroupedResidualVQ` with one quantizer per group): the channels are split into `parts`
   contiguous parts of `dim / parts`, each quantized on its own; the loss is the mean of the
@@ -187,14 +193,29 @@ class CompositeQuantizer(Quantizer):
         return {"components": infos} if infos else None
 
 
+#: RQ-VAE's EMA codebook (`VQEmbeddingEMA` with `restart_unused_codes: true`, as every config
+#: of rq-vae-transformer): counts start at 0, and a code whose moving-average count is below 1
+#: after an update takes a random token of the batch with its count set to 1.
+RQ_VAE_EMA = {"initial_cluster_size": 0.0, "dead_code_threshold": 1.0}
+
+
 class ResidualParams(CompositeParams):
     quantizer: str = "ema"
+    shared: bool = True
     stages: pydantic.PositiveInt = 2
     gradient: Literal["sum", "straight_through"] = "straight_through"
     stage_loss: Literal["mean", "sum"] = "mean"
 
     def components(self) -> int:
         return self.stages
+
+    def inner_kwargs(self) -> dict[str, Any]:
+        """The composite's, plus RQ-VAE's EMA codebook under the reference recipe (values in
+        `quantizer_params` win)."""
+        kwargs = super().inner_kwargs()
+        if self.quantizer == "ema" and kwargs["recipe"] == "reference":
+            kwargs = {**RQ_VAE_EMA, **kwargs}
+        return kwargs
 
 
 @register_quantizer("residual")

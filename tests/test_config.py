@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import yaml
 
 from vqbench import VQBenchError
 from vqbench.config import (
@@ -24,6 +25,43 @@ def test_the_fingerprint_ignores_what_does_not_change_the_weights():
     other_quantizer = RunConfig(quantizer={"name": "vanilla"}, seed=3)
     assert other_quantizer.settings_fingerprint() == base.settings_fingerprint()
     assert other_quantizer.fingerprint() != base.fingerprint()
+
+
+def test_the_fingerprint_covers_the_quantizers_resolved_defaults(monkeypatch):
+    """Spelling a default out is the same run; a changed default (or recipe value) is another
+    run, which the fingerprint of the parameters as written (0.2.0's) could not see."""
+    import vqbench.config as config_module
+    from vqbench.quantizer import get_quantizer_class
+
+    vanilla = {"name": "vanilla", "params": {"codebook_size": 64, "dim": 16}}
+    base = RunConfig(quantizer=vanilla)
+    spelled = {**vanilla, "params": {**vanilla["params"], "beta": 0.25, "recipe": "reference"}}
+    assert RunConfig(quantizer=spelled).fingerprint() == base.fingerprint()
+    assert RunConfig(quantizer=spelled).legacy_fingerprint() != base.legacy_fingerprint()
+    shared = {**vanilla, "params": {**vanilla["params"], "recipe": "shared"}}
+    assert RunConfig(quantizer=shared).fingerprint() != base.fingerprint()
+
+    before = base.fingerprint(), base.legacy_fingerprint()
+    original = get_quantizer_class("vanilla")
+
+    class OtherDefault(original.Params):
+        beta: float = 0.5
+
+    changed = type("ChangedVanilla", (original,), {"Params": OtherDefault})
+    monkeypatch.setattr(config_module, "get_quantizer_class", lambda name: changed)
+    assert RunConfig(quantizer=vanilla).legacy_fingerprint() == before[1]
+    assert RunConfig(quantizer=vanilla).fingerprint() != before[0]
+
+
+def test_a_run_folder_from_before_resolved_fingerprints_is_refused_with_the_reason(tmp_path):
+    from vqbench.rundir import RunDir
+
+    config = RunConfig(quantizer={"name": "vanilla", "params": {"codebook_size": 64, "dim": 16}})
+    (tmp_path / "fingerprint").write_text(config.legacy_fingerprint() + "\n")
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config.resolved(), sort_keys=False))
+    with pytest.raises(VQBenchError, match="recorded by vqbench 0.2.0") as err:
+        RunDir(tmp_path).check(config.fingerprint(), resume=True, force=False, config=config)
+    assert "\n" not in str(err.value)
 
 
 def test_the_default_schedule_is_left_out_of_the_fingerprints_and_others_are_not():

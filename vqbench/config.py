@@ -242,13 +242,29 @@ class RunConfig(Section):
         return self
 
     def resolved(self) -> dict[str, Any]:
-        """Every field with its value (defaults included), as plain data."""
+        """Every field with its value (defaults included), as plain data; the quantizer's
+        parameters as written (`resolved_quantizer_params` fills in theirs)."""
         return self.model_dump(mode="json")
 
+    def resolved_quantizer_params(self) -> dict[str, Any]:
+        """The quantizer's parameters with every default filled in by its class (recipe and
+        estimator defaults included); needs the quantizer registered (plugins loaded)."""
+        for module in self.plugins:
+            load_plugin(module)
+        cls = get_quantizer_class(self.quantizer.name)
+        return cls.resolved_params(**self.quantizer.params)
+
     def fingerprint(self) -> str:
-        """Hash of what determines the trained weights. Where the plugins are loaded from does
-        not (the quantizer's name and parameters do): they hash as an empty list, so that runs
-        made before `plugins:` was added keep their fingerprint."""
+        """Hash of what determines the trained weights, the quantizer's parameters resolved
+        (so a changed default is a different run, and spelling a default out is the same run).
+        Where the plugins are loaded from does not count: they hash as an empty list."""
+        data = self.resolved()
+        data["quantizer"]["params"] = self.resolved_quantizer_params()
+        return _digest({**data, "plugins": []}, NOT_IN_FINGERPRINT, 16)
+
+    def legacy_fingerprint(self) -> str:
+        """The fingerprint as vqbench 0.2.0 computed it, over the quantizer's parameters as
+        written: a run folder recorded with it cannot tell which defaults it was trained with."""
         return _digest({**self.resolved(), "plugins": []}, NOT_IN_FINGERPRINT, 16)
 
     def settings_fingerprint(self) -> str:

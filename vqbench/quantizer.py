@@ -140,13 +140,28 @@ class Quantizer(nn.Module):
     def check_params(cls, **params: Any) -> QuantizerParams:
         """Validate parameters and the estimator they name, allocating nothing."""
         validated = cls.validate_params(**params)
+        cls._check_estimator_params(validated)
+        return validated
+
+    @classmethod
+    def _check_estimator_params(cls, validated: QuantizerParams) -> pydantic.BaseModel:
         cls._check_estimator_supported(validated)
         try:
             estimator = ESTIMATORS.get(validated.estimator)
-            validate_params(estimator.name, estimator.Params, validated.estimator_params)
+            return validate_params(estimator.name, estimator.Params, validated.estimator_params)
         except VQBenchError as err:
             raise VQBenchError(f"{cls.name}.estimator: {err}") from None
-        return validated
+
+    @classmethod
+    def resolved_params(cls, **params: Any) -> dict[str, Any]:
+        """The parameters with every default filled in, the recipe's and the estimator's
+        included, as plain data: what decides the quantizer, however the config spelled it."""
+        validated = cls.validate_params(**params)
+        resolved = validated.model_dump(mode="json")
+        resolved["estimator_params"] = cls._check_estimator_params(validated).model_dump(
+            mode="json"
+        )
+        return resolved
 
     @classmethod
     def _check_estimator_supported(cls, p: QuantizerParams) -> None:

@@ -228,9 +228,19 @@ class RunDir:
         return data if isinstance(data, dict) else {}
 
     def difference(self, config) -> str:
-        """` (first difference: optim.lr: 0.0002 there, 0.0001 here)`, or ''."""
-        first = config.first_difference(self.recorded_config()) if config is not None else ""
-        return f" (first difference: {first})" if first else ""
+        """` (first difference: optim.lr: 0.0002 there, 0.0001 here)`, or ''; for a run recorded
+        before fingerprints covered the quantizer's defaults, that."""
+        if config is None:
+            return ""
+        first = config.first_difference(self.recorded_config())
+        if first:
+            return f" (first difference: {first})"
+        if self.recorded_fingerprint() == config.legacy_fingerprint():
+            return (
+                " (recorded by vqbench 0.2.0, whose fingerprint did not cover the quantizer's "
+                "defaults: they may have changed since, e.g. the reference recipes)"
+            )
+        return ""
 
     def check(self, fingerprint: str, *, resume: bool, force: bool, config=None) -> bool:
         """Decide what to do, reading only (nothing is created); True means resume. With the

@@ -90,6 +90,7 @@ def test_residual_hand_worked_and_straight_through_gradient():
         "residual",
         dim=1,
         stages=2,
+        shared=False,
         gradient="straight_through",
         quantizer_params={"codebook_size": 3},
     )
@@ -136,10 +137,10 @@ def test_upkeep_reaches_every_inner_quantizer(name, size):
 
 
 def test_shared_uses_one_codebook_and_groups_count_each_codebook():
-    shared = create_quantizer(
-        "residual", dim=4, stages=3, shared=True, quantizer_params={"codebook_size": 8}
+    shared = create_quantizer("residual", dim=4, stages=3, quantizer_params={"codebook_size": 8})
+    separate = create_quantizer(
+        "residual", dim=4, stages=3, shared=False, quantizer_params={"codebook_size": 8}
     )
-    separate = create_quantizer("residual", dim=4, stages=3, quantizer_params={"codebook_size": 8})
     assert len(shared.quantizers) == 1 and len(separate.quantizers) == 3
     assert shared.independent_groups() == 8 and separate.independent_groups() == 24
     assert shared.codebook_size == separate.codebook_size == 8**3
@@ -169,16 +170,23 @@ def test_product_parts_must_divide_dim():
 
 
 def test_residual_defaults_are_rq_vaes_recipe():
-    """RQ-VAE: EMA codebooks, one straight-through estimator around the stack, and the mean
-    over depth of `||x - sg(sum_{j<=i} q_j)||^2`, weighted 0.25 (`latent_loss_weight`)."""
+    """RQ-VAE: one EMA codebook shared by the depths (counts from 0, codes below a count of 1
+    restart), one straight-through estimator around the stack, and the mean over depth of
+    `||x - sg(sum_{j<=i} q_j)||^2`, weighted 0.25 (`latent_loss_weight`)."""
     torch.manual_seed(0)
     rq = create_quantizer("residual", dim=6, stages=3, quantizer_params={"codebook_size": 8})
-    assert all(q.name == "ema" for q in rq.quantizers)
+    assert len(rq.quantizers) == 1 and rq.quantizers[0].name == "ema"
+    inner = rq.quantizers[0].params
+    assert (inner.dead_code_threshold, inner.initial_cluster_size) == (1.0, 0.0)
+    shared_recipe = create_quantizer(
+        "residual", dim=6, recipe="shared", quantizer_params={"codebook_size": 8}
+    )
+    assert shared_recipe.quantizers[0].params.dead_code_threshold == 0.0
     x = torch.randn(50, 6, requires_grad=True)
     out = rq.train().quantize_tokens(x)
     partial, codes = [], torch.zeros_like(x)
-    for i, q in enumerate(rq.quantizers):
-        codes = codes + q.decode_tokens(out.indices[:, i])
+    for i in range(3):
+        codes = codes + rq.component(i).decode_tokens(out.indices[:, i])
         partial.append((x - codes.detach()).pow(2).mean())
     expected = 0.25 * torch.stack(partial).mean()
     torch.testing.assert_close(out.loss, expected)

@@ -13,6 +13,9 @@ position, 3 depths of 8 codes of 4 channels here). Two fixtures:
   `latent_loss_weight`) and the gradient of `loss + <z_q, upstream>` w.r.t. the input.
 * `residual_ema`: one depth in training mode without restart (`restart_unused_codes=False`):
   the codebook after one forward's EMA update (counts start at 0, `embed_ema` at the codes).
+* `residual_restart`: one depth in training mode with the configs' restart
+  (`restart_unused_codes=True`) from a chosen state (counts above, near and below 1), more
+  tokens than codes (no tiling noise): which codes restart, the counts and the codebook after.
 """
 
 from __future__ import annotations
@@ -84,11 +87,42 @@ def ema_case(ref, s: dict) -> dict[str, torch.Tensor]:
     }
 
 
+#: Counts before the step: kept (>= 1 after the decay), on the edge (kept only if chosen), dead.
+RESTART_COUNTS = (5.0, 0.5, 1.2, 0.0, 3.0, 1.005, 2.0, 0.2)
+
+
+def restart_case(ref, s: dict) -> dict[str, torch.Tensor]:
+    torch.manual_seed(2)
+    module = bottleneck(ref, s, 1, True).train()
+    book = module.codebooks[0]
+    x = torch.randn(SHAPE) * 0.5
+    counts = torch.tensor(RESTART_COUNTS)
+    with torch.no_grad():
+        book.cluster_size_ema.copy_(counts)
+        book.embed_ema.copy_(book.weight[:-1] * counts[:, None])
+    before = book.weight[:-1].detach().clone()
+    _, _, codes = module(x)
+    return {
+        "x": x,
+        "before": before,
+        "counts_before": counts,
+        "embed_before": before * counts[:, None],
+        "indices": codes.reshape(-1),
+        "after": book.weight[:-1].detach().clone(),
+        "cluster_size": book.cluster_size_ema.clone(),
+    }
+
+
 def main() -> None:
     args = parse_args(__doc__.splitlines()[0], REPOSITORY)
     ref = load_module(args.checkout, FILE, "reference_rqvae_quantizations")
     settings = {"codebook_size": K, "dim": D, "depth": DEPTH, **recipe(args.checkout)}
-    for name, case in (("residual_eval", eval_case), ("residual_ema", ema_case)):
+    cases = (
+        ("residual_eval", eval_case),
+        ("residual_ema", ema_case),
+        ("residual_restart", restart_case),
+    )
+    for name, case in cases:
         write_fixture(
             name,
             case(ref, settings),
