@@ -12,9 +12,15 @@ The straight-through estimator acts on the normalised `u` (LlamaGen's choice), s
 flows through the normalisation and the decoder always receives vectors on the sphere.
 `restart_after: n` replaces codes unused for n optimiser steps by normalised tokens `u` of the
 current batch (`vqbench.restart`; off by default).
+
+The raw codes start as LlamaGen's (`codebook_init: llamagen`): U(-1/K, 1/K), then
+l2-normalised, so they have norm 1 and the optimiser turns their directions at LlamaGen's
+rate; `codebook_init: normal` is vqbench's earlier N(0, 1) (norm about sqrt(lookup_dim)).
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 import pydantic
 import torch
@@ -32,6 +38,7 @@ from vqbench.restart import RestartParams, build_restart
 
 class FCParams(RestartParams, ExplicitCodebookParams):
     lookup_dim: pydantic.PositiveInt = 8
+    codebook_init: Literal["llamagen", "normal"] = "llamagen"
 
     def lookup_bytes(self) -> int:
         return 2 * 4 * self.codebook_size * self.lookup_dim
@@ -49,8 +56,15 @@ class FactorizedVQ(ExplicitCodebookQuantizer):
         p = self.params
         self.project_in = nn.Linear(p.dim, p.lookup_dim)
         self.project_out = nn.Linear(p.lookup_dim, p.dim)
-        self.embedding = nn.Parameter(torch.randn(p.codebook_size, p.lookup_dim))
+        self.embedding = nn.Parameter(self.initial_codes())
         self.restart = build_restart(p, p.codebook_size)
+
+    def initial_codes(self) -> torch.Tensor:
+        """LlamaGen's `uniform_(-1/K, 1/K)` then `F.normalize` (or N(0, 1) with `normal`)."""
+        k, d = self.params.codebook_size, self.params.lookup_dim
+        if self.params.codebook_init == "normal":
+            return torch.randn(k, d)
+        return F.normalize(torch.empty(k, d).uniform_(-1.0 / k, 1.0 / k), dim=1)
 
     def codebook(self) -> torch.Tensor:
         """Unit-norm codes in the lookup space, `(codebook_size, lookup_dim)`."""
