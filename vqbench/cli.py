@@ -128,6 +128,26 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fid_stats(args: argparse.Namespace) -> int:
+    from vqbench.evaluate import fid_statistics
+
+    for name in ("resolution", "batch_size"):
+        if getattr(args, name) < 1:
+            flag = "--" + name.replace("_", "-")
+            raise VQBenchError(f"{flag} {getattr(args, name)} must be a positive integer")
+    stats = fid_statistics(
+        args.images,
+        resolution=args.resolution,
+        backend=args.backend,
+        weights=args.weights,
+        batch_size=args.batch_size,
+        device=args.device or "cpu",
+    )
+    stats.save(args.out)
+    print(f"vqbench: wrote {args.out} ({stats.count} images, {stats.backend})")
+    return 0
+
+
 def cmd_probe(args: argparse.Namespace) -> int:
     from vqbench.build import find_run
     from vqbench.config import read_yaml
@@ -248,7 +268,28 @@ def build_parser() -> argparse.ArgumentParser:
     ).set_defaults(func=cmd_list)
     _add_run_report_train(sub, after)
     _add_eval_probe(sub, after)
+    _add_fid_stats(sub, after)
     return parser
+
+
+def _add_fid_stats(sub, after: argparse.ArgumentParser) -> None:
+    """`fid-stats`."""
+    p = _command(
+        sub,
+        after,
+        "fid-stats",
+        help="FID statistics of a folder of images, for eval.fid_stats (computed once)",
+    )
+    p.add_argument("images", help="folder of images (searched recursively)")
+    p.add_argument("--out", required=True, help="statistics file to write (.npz)")
+    p.add_argument(
+        "--resolution", type=int, default=256, help="resize and centre-crop (default 256)"
+    )
+    p.add_argument("--backend", choices=["torch-fidelity", "pytorch-fid"], default="torch-fidelity")
+    p.add_argument("--weights", help="the backend's Inception weights file (offline use)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--device")
+    p.set_defaults(func=cmd_fid_stats)
 
 
 def _add_run_report_train(sub, after: argparse.ArgumentParser) -> None:

@@ -212,6 +212,9 @@ class EvalConfig(Section):
     # torch-fidelity (uint8, TF-style resize) or pytorch-fid (float, PyTorch bilinear resize,
     # its own weights: what SimVQ and the paper used).
     fid_backend: Literal["torch-fidelity", "pytorch-fid"] = "torch-fidelity"
+    # Reference statistics of the real images (`vqbench fid-stats`, or an ADM reference batch):
+    # rFID and the probe's gFID take the real side from it instead of extracting it each time.
+    fid_stats: str | None = None
 
 
 class RunConfig(Section):

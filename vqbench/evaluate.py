@@ -23,10 +23,10 @@ from PIL import Image
 from vqbench import distributed
 from vqbench.build import load_trained
 from vqbench.config import RunConfig
-from vqbench.data import build_split, eval_loader
+from vqbench.data import ImageFolder, build_split, eval_loader
 from vqbench.errors import VQBenchError
 from vqbench.files import atomic_write, atomic_write_json
-from vqbench.metrics import Unavailable, build_metrics
+from vqbench.metrics import FID, FIDStatistics, SampleFID, Unavailable, build_metrics
 from vqbench.models import Autoencoder
 from vqbench.quantizer import Quantizer, check_codebook_fits
 from vqbench.rundir import RunDir
@@ -73,6 +73,7 @@ def evaluate_split(
         lpips_weights=c.lpips_weights,
         inception_weights=c.inception_weights,
         fid_backend=c.fid_backend,
+        fid_stats=c.fid_stats if "fid" in c.metrics else None,
         paper_batch=c.paper_batch_size,
         device=dev,
     )
@@ -92,6 +93,9 @@ def evaluate_split(
     }
     for metric in metrics:
         results.update(metric.compute())
+        if isinstance(metric, FID) and metric.reference is not None:
+            ref = metric.reference
+            results["rfid_reference"] = f"{ref.source} ({ref.backend}, {ref.count} images)"
     _say_unavailable_once(results)
     return {k: str(v) if isinstance(v, Unavailable) else v for k, v in results.items()}
 
@@ -224,3 +228,29 @@ def evaluate_run(
             write_figure_data(model, config, run, checkpoint)
         run.write_result(out, results)
     return out, results
+
+
+@torch.no_grad()
+def fid_statistics(
+    root: str | Path,
+    *,
+    resolution: int,
+    backend: str = "torch-fidelity",
+    weights: str | None = None,
+    batch_size: int = 64,
+    device: torch.device | str = "cpu",
+) -> FIDStatistics:
+    """Reference statistics of a folder of images (checked, resized and centre-cropped as the
+    validation split of a run at `resolution`), for `eval.fid_stats`."""
+    if not Path(root).is_dir():
+        raise VQBenchError(f"image folder '{root}' does not exist; point it at your images")
+    dataset = ImageFolder(root, resolution, train=False)
+    if len(dataset) < 2:
+        raise VQBenchError(f"image folder '{root}' holds {len(dataset)} image(s); FID needs 2")
+    fid = SampleFID(weights, device=device, backend=backend)  # its real side, alone
+    if fid.unavailable is not None:
+        raise VQBenchError(f"cannot compute FID statistics: {fid.unavailable.reason}")
+    for x in eval_loader(dataset, batch_size=batch_size, device=torch.device(device)):
+        fid.update(x.to(device), None)
+    source = f"{Path(root).name} ({len(dataset)} images at {resolution}px)"
+    return fid.saved_statistics(source)

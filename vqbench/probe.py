@@ -41,7 +41,7 @@ from vqbench.config import ProbeConfig, RunConfig, parse_probe_config, read_yaml
 from vqbench.data import EpochBatches, ImageFolder, build_split, eval_loader, shard_indices
 from vqbench.errors import VQBenchError
 from vqbench.files import atomic_write, read_json
-from vqbench.metrics import SampleFID, Unavailable, usage_from_counts
+from vqbench.metrics import FIDStatistics, SampleFID, Unavailable, usage_from_counts
 from vqbench.models import Autoencoder, preset_downsampling
 from vqbench.pretrained import WeightsUnavailable, describe_missing, weights_file
 from vqbench.prior import DigitLayout, TokenPrior
@@ -279,9 +279,13 @@ def real_side(config: RunConfig, probe: ProbeConfig, world) -> SampleFID | Unava
         weights_file("inception", config.eval.inception_weights)
     except WeightsUnavailable as err:
         return Unavailable(describe_missing(err))
-    fid = SampleFID(config.eval.inception_weights, device=world.device)
+    stats = config.eval.fid_stats
+    reference = FIDStatistics.load(stats) if stats else None
+    fid = SampleFID(config.eval.inception_weights, device=world.device, reference=reference)
     if not fid.available:
         return fid.unavailable
+    if reference is not None:  # the real side comes from the statistics file
+        return fid
     dataset = build_split(config.data, train=False, seed=config.seed)
     for x in eval_loader(
         dataset, batch_size=config.eval.batch_size, world=world.size, rank=world.rank,

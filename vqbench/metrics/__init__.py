@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from vqbench.metrics.base import Metric, Unavailable
-from vqbench.metrics.fid import FID, SampleFID
+from vqbench.metrics.fid import FID, FIDStatistics, SampleFID
 from vqbench.metrics.image import ImageQuality, psnr_per_image, ssim_per_image
 from vqbench.metrics.perceptual import LPIPS
 from vqbench.metrics.usage import CodebookUsage, usage_from_counts
@@ -28,6 +28,7 @@ def build_metrics(
     lpips_weights: str | None = None,
     inception_weights: str | None = None,
     fid_backend: str = "torch-fidelity",
+    fid_stats: str | None = None,
     paper_batch: int = 64,
     device: torch.device | str = "cpu",
 ) -> list[Metric]:
@@ -40,12 +41,16 @@ def build_metrics(
     if "lpips" in wanted:
         metrics.append(LPIPS(lpips_net, lpips_weights, device=device))
     if "fid" in wanted:
-        metrics.append(FID(inception_weights, device=device, backend=fid_backend))
+        reference = FIDStatistics.load(fid_stats) if fid_stats else None
+        metrics.append(
+            FID(inception_weights, device=device, backend=fid_backend, reference=reference)
+        )
     return metrics
 
 
 __all__ = [
     "FID",
+    "FIDStatistics",
     "LPIPS",
     "METRIC_NAMES",
     "CodebookUsage",

@@ -12,16 +12,28 @@ Features are not kept: the sums of features and of their outer products (float64
 accumulated and summed across processes, giving the same mean and (unbiased) covariance as
 both libraries compute from the full feature matrix. Originals and reconstructions pass through
 the same resize, so the two backends differ only slightly; reports say which one a suite used.
+
+Reference statistics (`FIDStatistics`, `vqbench fid-stats`): the real side's mean, covariance,
+image count, backend and source, computed once and saved as `.npz`; an evaluation given the
+file (`eval.fid_stats`) takes the real side from it instead of extracting the originals again.
+The ADM evaluator's reference batches (`VIRTUAL_imagenet256_labeled.npz`: `mu`, `sigma`) load
+too, as backend `adm` (TensorFlow's Inception: the same weights as both backends here, with
+TensorFlow's resize), so that gFID can be set beside published numbers.
 """
 
 from __future__ import annotations
 
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
 from unittest import mock
 
 import numpy as np
 import torch
 
 from vqbench.data import to_uint8
+from vqbench.errors import VQBenchError
+from vqbench.files import atomic_write
 from vqbench.metrics.base import Metric, Unavailable
 from vqbench.pretrained import (
     WeightsUnavailable,
@@ -87,17 +99,86 @@ def frechet_distance(real: dict, fake: dict, backend: str) -> float:
     return float(np.real(fid_statistics_to_metric(real, fake, False)[KEY_METRIC_FID]))
 
 
+#: Statistics files whose network equals the backends' (TensorFlow's Inception).
+FOREIGN_BACKENDS = ("adm",)
+
+
+@dataclass
+class FIDStatistics:
+    """One side of an FID: the Inception pool features' mean and covariance, with what made them."""
+
+    mu: np.ndarray
+    sigma: np.ndarray
+    count: int | None  # images (unknown for the ADM files)
+    backend: str
+    source: str
+
+    def save(self, path: str | Path) -> None:
+        """An `.npz` (no pickles), written atomically."""
+        with atomic_write(path) as tmp, open(tmp, "wb") as f:
+            np.savez(
+                f,
+                mu=self.mu,
+                sigma=self.sigma,
+                count=np.int64(-1 if self.count is None else self.count),
+                backend=np.str_(self.backend),
+                source=np.str_(self.source),
+            )
+
+    @classmethod
+    def load(cls, path: str | Path) -> FIDStatistics:
+        """A file `save` wrote, or an ADM reference batch (`mu`, `sigma`; backend `adm`)."""
+        path = Path(path)
+        if not path.is_file():
+            raise VQBenchError(
+                f"FID statistics '{path}' do not exist; write them with `vqbench fid-stats`"
+            )
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                keys = set(data.files)
+                if not {"mu", "sigma"} <= keys:
+                    raise ValueError(f"it has no 'mu' and 'sigma' (keys: {sorted(keys)[:6]})")
+                mu, sigma = data["mu"].astype(np.float64), data["sigma"].astype(np.float64)
+                count = int(data["count"]) if "count" in keys else -1
+                backend = str(data["backend"]) if "backend" in keys else "adm"
+                source = str(data["source"]) if "source" in keys else path.name
+        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
+            raise VQBenchError(
+                f"FID statistics '{path}' cannot be read ({err}); write them again with "
+                f"`vqbench fid-stats`"
+            ) from None
+        if mu.shape != (FEATURES,) or sigma.shape != (FEATURES, FEATURES):
+            raise VQBenchError(
+                f"FID statistics '{path}' hold mu {mu.shape} and sigma {sigma.shape}, not "
+                f"({FEATURES},) and ({FEATURES}, {FEATURES}) pool features; write them again "
+                f"with `vqbench fid-stats`"
+            )
+        return cls(mu, sigma, None if count < 0 else count, backend, source)
+
+    def check_backend(self, backend: str) -> None:
+        """Statistics from another stack than the evaluation's are refused in one line."""
+        if self.backend != backend and self.backend not in FOREIGN_BACKENDS:
+            raise VQBenchError(
+                f"FID statistics from {self.source} were computed with {self.backend}, this "
+                f"evaluation uses {backend}; set eval.fid_backend: {self.backend} or compute "
+                f"them again with `vqbench fid-stats --backend {backend}`"
+            )
+
+
 class FID(Metric):
     def __init__(
         self,
         weights: str | None = None,
         device: torch.device | str = "cpu",
         backend: str = "torch-fidelity",
+        reference: FIDStatistics | None = None,
     ) -> None:
         super().__init__()
         if backend not in BACKENDS:
             raise ValueError(f"FID backend {backend!r}; use one of {', '.join(BACKENDS)}")
-        self.backend = backend
+        if reference is not None:
+            reference.check_backend(backend)
+        self.backend, self.reference = backend, reference
         for side in ("real", "fake"):
             self.add_state(f"{side}_sum", torch.zeros(FEATURES, dtype=torch.float64))
             self.add_state(f"{side}_outer", torch.zeros(FEATURES, FEATURES, dtype=torch.float64))
@@ -130,7 +211,8 @@ class FID(Metric):
     ) -> None:
         if self.extractor is None:
             return
-        self._add("real", self.features(originals))
+        if self.reference is None:  # with reference statistics, the originals are not needed
+            self._add("real", self.features(originals))
         self._add("fake", self.features(reconstructions))
 
     @staticmethod
@@ -146,11 +228,24 @@ class FID(Metric):
         if self.unavailable is not None:
             return self.unavailable
         s = self.synced_states()
-        if float(s["real_n"]) < 2:
+        if float(s["fake_n"]) < 2 or (self.reference is None and float(s["real_n"]) < 2):
             return Unavailable("FID needs at least 2 images")
-        real = self.statistics(s["real_sum"], s["real_outer"], s["real_n"])
+        real = self.real_statistics(s)
         fake = self.statistics(s["fake_sum"], s["fake_outer"], s["fake_n"])
         return frechet_distance(real, fake, self.backend)
+
+    def real_statistics(self, states: dict | None = None) -> dict:
+        """`{"mu", "sigma"}` of the real side: the reference file's, or the images seen."""
+        if self.reference is not None:
+            return {"mu": self.reference.mu, "sigma": self.reference.sigma}
+        s = self.synced_states() if states is None else states
+        return self.statistics(s["real_sum"], s["real_outer"], s["real_n"])
+
+    def saved_statistics(self, source: str) -> FIDStatistics:
+        """The real side's statistics over every process, to save (`vqbench fid-stats`)."""
+        s = self.synced_states()
+        real = self.statistics(s["real_sum"], s["real_outer"], s["real_n"])
+        return FIDStatistics(real["mu"], real["sigma"], int(s["real_n"]), self.backend, source)
 
 
 class SampleFID(FID):
@@ -171,7 +266,7 @@ class SampleFID(FID):
         if self.extractor is None:
             return
         for side, images in (("real", originals), ("fake", reconstructions)):
-            if images is not None:
+            if images is not None and not (side == "real" and self.reference is not None):
                 self._add(side, self.features(images))
 
     def reset(self) -> None:
