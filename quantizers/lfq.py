@@ -31,6 +31,8 @@ class LFQParams(QuantizerParams):
     entropy_weight: pydantic.NonNegativeFloat = 0.1
     diversity_weight: pydantic.NonNegativeFloat = 1.0
     commitment_weight: pydantic.NonNegativeFloat = 0.25
+    #: Open-MAGVIT2's `log(p + 1e-5)` in the codebook entropy; 0 is the exact entropy.
+    entropy_eps: pydantic.NonNegativeFloat = 1e-5
 
     @pydantic.field_validator("codebook_size")
     @classmethod
@@ -69,7 +71,7 @@ class LFQ(Quantizer):
         q = torch.where(x > 0, 1.0, -1.0)
         indices = ((q.detach() > 0).long() * self.powers).sum(-1)
         sample_h = lfq_entropy.per_sample_entropy(x, p.temperature)
-        codebook_h = lfq_entropy.codebook_entropy(x, p.temperature)
+        codebook_h = lfq_entropy.codebook_entropy(x, p.temperature, p.entropy_eps)
         commitment = F.mse_loss(x, q)
         loss = (
             p.entropy_weight * (sample_h - p.diversity_weight * codebook_h)

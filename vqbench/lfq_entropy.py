@@ -79,7 +79,10 @@ def mean_code_distribution(x: torch.Tensor, temperature: float) -> torch.Tensor:
     return (total / count).reshape(-1)
 
 
-def codebook_entropy(x: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Entropy of the batch-mean distribution over all `2^d` codes (exact)."""
+def codebook_entropy(x: torch.Tensor, temperature: float, eps: float = 0.0) -> torch.Tensor:
+    """Entropy of the batch-mean distribution over all `2^d` codes: exact with `eps = 0`,
+    Open-MAGVIT2's `-sum p log(p + eps)` otherwise (lower by at most `2^d eps` nats)."""
     p = mean_code_distribution(x, temperature)
+    if eps > 0:
+        return -(p * (p + eps).log()).sum()
     return -(p * p.clamp_min(_TINY).log()).sum()
