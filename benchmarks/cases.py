@@ -33,6 +33,8 @@ def _set_tf32(precision: str) -> None:
 
 #: Composites: the case's codebook size is the product of their stages' or parts' sizes.
 COMPOSITES = ("residual", "product")
+#: Quantizers with a codebook of their own fixed size (spherical Leech: 196,560 per group).
+FIXED_SIZE = ("leech",)
 
 
 def _vqbench_module(method: str, codebook_size: int, dim: int, params: dict):
@@ -40,8 +42,10 @@ def _vqbench_module(method: str, codebook_size: int, dim: int, params: dict):
 
     if method in COMPOSITES:
         return create_quantizer(method, dim=dim, **params)
-    if method == "fsq":
-        return create_quantizer("fsq", levels=FSQ_LEVELS[codebook_size], dim=dim, **params)
+    if method in ("fsq", "fsp"):
+        return create_quantizer(method, levels=FSQ_LEVELS[codebook_size], dim=dim, **params)
+    if method in FIXED_SIZE:  # one codebook size of their own (the case's size is ignored)
+        return create_quantizer(method, dim=dim, **params)
     return create_quantizer(method, codebook_size=codebook_size, dim=dim, **params)
 
 

@@ -65,11 +65,17 @@ FAMILIES = [
     ("vanilla", {"restart_after": 1}, False),  # worst case: unused codes restart every step
     ("vanilla", {"estimator": "diveq"}, True),
 ]
+#: The 2025-26 quantizers of issue 24 at the paper's scale (Leech: one 24-channel group of
+#: 196,560 codes, the 128 channels projected to 24; FSP: FSQ's 65,536 levels).
+FAMILIES_2025 = [
+    ("leech", {}, False),
+    ("fsp", {}, False),
+]
 
 
 def family_cases():
     cases = []
-    for method, params, in_library in FAMILIES:
+    for method, params, in_library in FAMILIES + FAMILIES_2025:
         cases.append(("vqbench", method, 65536, params))
         if in_library:
             cases.append(("vqtorch", method, 65536, params))
