@@ -117,7 +117,7 @@ class SFDiVeQ(Quantizer):
         draw = torch.rand if p.codebook_init == "uniform" else torch.randn
         self.embedding = torch.nn.Parameter(draw(k, p.dim) / k)
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))
-        self.register_buffer("pool", torch.zeros(0, p.dim))
+        self.pool = torch.zeros(0, p.dim)  # latents of the averaging window (see _save_...)
 
     @classmethod
     def _check_estimator_supported(cls, p: QuantizerParams) -> None:
@@ -147,11 +147,21 @@ class SFDiVeQ(Quantizer):
     def pooling(self) -> bool:
         return int(self.steps) + 1 >= self.params.skip_steps - self.params.average_steps
 
+    # The pool's length is whatever was collected, so it is no buffer (the model EMA copies
+    # buffers in place); it is saved and loaded with the weights, so a resumed run keeps it.
+    def _save_to_state_dict(self, destination, prefix, keep_vars) -> None:
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        destination[prefix + "pool"] = self.pool
+
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
-        pool = state_dict.get(prefix + "pool")
-        if pool is not None:  # the pool's length is whatever was collected when saved
-            self.pool = self.pool.new_empty(pool.shape)
+        pool = state_dict.pop(prefix + "pool", None)
+        if pool is not None:
+            self.pool = pool.to(self.embedding.device, self.embedding.dtype).clone()
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def _apply(self, fn, *args, **kwargs):
+        self.pool = fn(self.pool)  # moves with the module (`.to(device)`)
+        return super()._apply(fn, *args, **kwargs)
 
     @torch.no_grad()
     def after_optimizer_step(self) -> None:
