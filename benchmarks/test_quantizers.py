@@ -64,6 +64,8 @@ FAMILIES = [
     ("ibq", {}, False),
     ("vanilla", {"restart_after": 1}, False),  # worst case: unused codes restart every step
     ("vanilla", {"estimator": "diveq"}, True),
+    # issue 24: quantizing from the first step (the reference skips 999 steps as the identity)
+    ("sf_diveq", {"skip_steps": 0, "average_steps": 0}, False),
 ]
 
 
