@@ -66,6 +66,12 @@ FAMILIES = [
     ("vanilla", {"estimator": "diveq"}, True),
     # issue 24: quantizing from the first step (the reference skips 999 steps as the identity)
     ("sf_diveq", {"skip_steps": 0, "average_steps": 0}, False),
+    # QINCo's setting: 256 codes per stage (here 2 stages, as the residual row)
+    (
+        "residual",
+        {"stages": 2, "implicit_codebook": "mlp", "quantizer_params": {"codebook_size": 256}},
+        True,
+    ),
 ]
 
 

@@ -243,8 +243,9 @@ class ResidualParams(CompositeParams):
         if values.get("recipe", "reference") != "reference":
             return values
         filled = {**IMPLICIT_RECIPE, **values}
-        inner = dict(filled.get("quantizer_params", {"codebook_size": 256}))
-        filled["quantizer_params"] = {**IMPLICIT_STAGE_RECIPE, **inner}
+        if filled["quantizer"] == IMPLICIT_RECIPE["quantizer"]:  # the library's stage
+            inner = dict(filled.get("quantizer_params", {"codebook_size": 256}))
+            filled["quantizer_params"] = {**IMPLICIT_STAGE_RECIPE, **inner}
         return filled
 
     @pydantic.model_validator(mode="after")
