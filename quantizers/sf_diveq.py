@@ -22,7 +22,8 @@ Reference recipe (the defaults): noise std 1e-3 (`noise_var=0.001` is torch's *s
 the reference's N(0, 1)/K); no codebook replacement; and the custom initialisation: for the
 first `skip_steps - 1` optimiser steps (1000) the quantizer is the identity (indices 0), the
 latents of the last `average_steps` (50) of them are pooled, and the codebook becomes the
-means of `K` consecutive chunks of the pool (in token order, the remainder dropped). The step
+means of `K` consecutive chunks of the pool (in token order, the remainder dropped); the
+model EMA's copy of the quantizer restarts from it (`codebook_replaced`). The step
 count is the engine's (`after_optimizer_step`, a buffer) and the pool a buffer, so a run
 resumed inside the window initialises the same codebook. With several processes, rank 0's
 pool initialises the codebook, which is broadcast, and the skipped steps add
@@ -163,6 +164,10 @@ class SFDiVeQ(Quantizer):
         self.pool = fn(self.pool)  # moves with the module (`.to(device)`)
         return super()._apply(fn, *args, **kwargs)
 
+    def codebook_replaced(self) -> bool:
+        replaced, self._replaced = getattr(self, "_replaced", False), False
+        return replaced
+
     @torch.no_grad()
     def after_optimizer_step(self) -> None:
         p = self.params
@@ -172,6 +177,7 @@ class SFDiVeQ(Quantizer):
             broadcast(codes)
             self.embedding.copy_(codes)
             self.pool = self.pool.new_zeros(0, p.dim)
+            self._replaced = True
         self.steps += 1
 
     # ---- quantization -----------------------------------------------------------------------

@@ -120,6 +120,9 @@ def test_a_run_resumed_inside_the_averaging_window_continues_identically(tmp_pat
     for i in range(2, 6):
         step(a, i)
         step(b, i)
+        if i == 2:  # the initialising step: the model EMA's quantizer restarts from it
+            live, ema = a.state.model.quantizer, a.state.ema.model.quantizer
+            assert torch.equal(ema.embedding, live.embedding)
     qa = a.state.model.quantizer
     assert int(qa.steps) == 6 and qa.pool.shape[0] == 0
     assert not torch.allclose(qa.embedding, initial, atol=0.1)  # initialised from the pool
