@@ -118,6 +118,7 @@ class SFDiVeQ(Quantizer):
         draw = torch.rand if p.codebook_init == "uniform" else torch.randn
         self.embedding = torch.nn.Parameter(draw(k, p.dim) / k)
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))
+        self._steps = 0  # `steps` on the host, so that no forward waits on the device
         self.pool = torch.zeros(0, p.dim)  # latents of the averaging window (see _save_...)
 
     @classmethod
@@ -143,10 +144,10 @@ class SFDiVeQ(Quantizer):
     # ---- the schedule -----------------------------------------------------------------------
     def quantizing(self) -> bool:
         """The reference quantizes from its `skip_iters`-th training forward on."""
-        return not self.training or int(self.steps) + 1 >= self.params.skip_steps
+        return not self.training or self._steps + 1 >= self.params.skip_steps
 
     def pooling(self) -> bool:
-        return int(self.steps) + 1 >= self.params.skip_steps - self.params.average_steps
+        return self._steps + 1 >= self.params.skip_steps - self.params.average_steps
 
     # The pool's length is whatever was collected, so it is no buffer (the model EMA copies
     # buffers in place); it is saved and loaded with the weights, so a resumed run keeps it.
@@ -159,6 +160,7 @@ class SFDiVeQ(Quantizer):
         if pool is not None:
             self.pool = pool.to(self.embedding.device, self.embedding.dtype).clone()
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._steps = int(self.steps)
 
     def _apply(self, fn, *args, **kwargs):
         self.pool = fn(self.pool)  # moves with the module (`.to(device)`)
@@ -171,7 +173,7 @@ class SFDiVeQ(Quantizer):
     @torch.no_grad()
     def after_optimizer_step(self) -> None:
         p = self.params
-        if int(self.steps) + 1 == p.skip_steps - 1 and self.pool.shape[0] > 0:
+        if self._steps + 1 == p.skip_steps - 1 and self.pool.shape[0] > 0:
             codes = chunk_means(self.pool, p.codebook_size) if is_main_process() else None
             codes = self.embedding.new_empty(self.embedding.shape) if codes is None else codes
             broadcast(codes)
@@ -179,6 +181,7 @@ class SFDiVeQ(Quantizer):
             self.pool = self.pool.new_zeros(0, p.dim)
             self._replaced = True
         self.steps += 1
+        self._steps += 1
 
     # ---- quantization -----------------------------------------------------------------------
     def idle_loss(self, z: torch.Tensor) -> torch.Tensor:
