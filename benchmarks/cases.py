@@ -108,9 +108,13 @@ def _vqtorch_family(vq, method: str, codebook_size: int, dim: int, params: dict)
     plain = dict(ema_update=False, learnable_codebook=True, rotation_trick=False)
     inner = params.get("quantizer_params", {}).get("codebook_size")
     if method == "residual":
+        implicit = params.get("implicit_codebook") == "mlp"  # QINCo-style (issue 24)
         return _TokensLast(
-            vq.ResidualVQ(dim=dim, num_quantizers=params["stages"], codebook_size=inner, **plain)
-        )
+            vq.ResidualVQ(
+                dim=dim, num_quantizers=params["stages"], codebook_size=inner,
+                implicit_neural_codebook=implicit, **plain,
+            )
+        )  # fmt: skip
     if method == "product":
         return _TokensLast(
             vq.GroupedResidualVQ(

@@ -64,6 +64,14 @@ FAMILIES = [
     ("ibq", {}, False),
     ("vanilla", {"restart_after": 1}, False),  # worst case: unused codes restart every step
     ("vanilla", {"estimator": "diveq"}, True),
+    # issue 24: quantizing from the first step (the reference skips 999 steps as the identity)
+    ("sf_diveq", {"skip_steps": 0, "average_steps": 0}, False),
+    # QINCo's setting: 256 codes per stage (here 2 stages, as the residual row)
+    (
+        "residual",
+        {"stages": 2, "implicit_codebook": "mlp", "quantizer_params": {"codebook_size": 256}},
+        True,
+    ),
 ]
 #: The 2025-26 quantizers of issue 24 at the paper's scale (Leech: one 24-channel group of
 #: 196,560 codes, the 128 channels projected to 24; FSP: FSQ's 65,536 levels).

@@ -34,10 +34,33 @@ product, the number of distinct composite codes.
   contiguous parts of `dim / parts`, each quantized on its own; the loss is the mean of the
   parts' losses (for squared-error losses: the loss over the whole vector, as vqtorch).
 
+* `residual` with `implicit_codebook: mlp` (QINCo, Huijben et al. 2024, arXiv 2401.14732;
+  vector-quantize-pytorch's `ResidualVQ(implicit_neural_codebook=True)`): stage i >= 2
+  searches, per token, the codes `f_i(c_k, x_hat)` that a small network predicts from its
+  stage's base codebook `c_k` and the partial reconstruction `x_hat = sum_{j<i} zq_j`.
+  `mlp_style: library` (default: the library's `MLP`, the reference for a tokenizer, since
+  QINCo's own code trains a standalone compressor without an encoder gradient):
+  `f = h_D(...h_1(W_in [x_hat, c] + b_in))`, `h(y) = y + W_2 silu(W_1 y + b_1) + b_2`, depth
+  4, hidden `dim`. `mlp_style: qinco` is QINCo's `QINCoStep` (facebookresearch/Qinco
+  `qinco_v1/model_qinco.py`): `y = c + W [c, x_hat] + b`, then `y + W_2 relu(W_1 y)`
+  (bias-free) blocks. As QINCo's `encode`, the search over every (token, code) pair runs
+  without a gradient, in blocks, and the chosen code is computed again with one; the
+  gradient is the library's (it reaches the chosen code, the network and, through
+  `x_hat`, the input), with `(N, K, dim)` held one block at a time. Under `recipe:
+  reference` the unset fields take the library's setting: `vanilla` stages with codebook
+  and commitment weights 1 and 1 (its one undetached `mse(q, r)`), `gradient: sum`,
+  `stage_loss: sum`, and the base codebooks drawn as the library draws them
+  (`implicit_init: library`; `stage` keeps the stage quantizer's own). Not offered: the
+  library's cosine-similarity codebooks (`l2norm_output`); QINCo's initialisation from a
+  trained RQ (faiss) and its loss, the reconstruction error after every stage with the
+  gradient through `x_hat` into earlier stages (QINCo compresses fixed vectors; here each
+  stage learns its residual and the encoder learns through the estimator, as the library);
+  the stages' dead-code restart does not see implicit stages' usage.
+
 Stats are reduced like the losses. `after_optimizer_step` and `init_from_data` reach every
 inner quantizer (the images are replayed to each, so a composite of data-initialised
 quantizers holds them in memory). Not offered: the library's quantize dropout (its dropped
-stages emit index -1), beam search and implicit neural codebooks.
+stages emit index -1) and beam search.
 """
 
 from __future__ import annotations
@@ -48,13 +71,16 @@ from typing import Any, ClassVar, Literal
 
 import pydantic
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from vqbench.errors import VQBenchError
 from vqbench.quantizer import (
+    ExplicitCodebookQuantizer,
     Quantizer,
     QuantizerOutput,
     QuantizerParams,
+    codebook_and_commitment_loss,
     create_quantizer,
     get_quantizer_class,
     register_quantizer,
@@ -199,12 +225,28 @@ class CompositeQuantizer(Quantizer):
 RQ_VAE_EMA = {"initial_cluster_size": 0.0, "dead_code_threshold": 1.0}
 
 
+#: What `implicit_codebook: mlp` sets under `recipe: reference` where a field is left unset
+#: (vector-quantize-pytorch's `ResidualVQ(implicit_neural_codebook=True)`).
+IMPLICIT_RECIPE = {
+    "quantizer": "vanilla",
+    "gradient": "sum",
+    "stage_loss": "sum",
+    "shared": False,
+}
+IMPLICIT_STAGE_RECIPE = {"codebook_weight": 1.0, "beta": 1.0}
+
+
 class ResidualParams(CompositeParams):
     quantizer: str = "ema"
     shared: bool = True
     stages: pydantic.PositiveInt = 2
     gradient: Literal["sum", "straight_through"] = "straight_through"
     stage_loss: Literal["mean", "sum"] = "mean"
+    implicit_codebook: Literal["none", "mlp"] = "none"
+    mlp_style: Literal["library", "qinco"] = "library"
+    mlp_depth: pydantic.NonNegativeInt = 4
+    mlp_hidden: pydantic.PositiveInt | None = None  # default: dim
+    implicit_init: Literal["library", "stage"] = "library"
 
     def components(self) -> int:
         return self.stages
@@ -217,6 +259,91 @@ class ResidualParams(CompositeParams):
             kwargs = {**RQ_VAE_EMA, **kwargs}
         return kwargs
 
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def _implicit_recipe(cls, values: Any) -> Any:
+        """`implicit_codebook: mlp` under `recipe: reference`: the library's setting for the
+        fields left unset (explicit values win)."""
+        if not isinstance(values, dict) or values.get("implicit_codebook") != "mlp":
+            return values
+        if values.get("recipe", "reference") != "reference":
+            return values
+        filled = {**IMPLICIT_RECIPE, **values}
+        if filled["quantizer"] == IMPLICIT_RECIPE["quantizer"]:  # the library's stage
+            inner = dict(filled.get("quantizer_params", {"codebook_size": 256}))
+            filled["quantizer_params"] = {**IMPLICIT_STAGE_RECIPE, **inner}
+        return filled
+
+    @pydantic.model_validator(mode="after")
+    def _implicit_needs_trained_codes(self) -> ResidualParams:
+        if self.implicit_codebook == "none":
+            return self
+        if self.shared:
+            raise ValueError(
+                "implicit_codebook: mlp predicts each stage's codes with its own network; "
+                "use shared: false"
+            )
+        if not issubclass(get_quantizer_class(self.quantizer), ExplicitCodebookQuantizer):
+            raise ValueError(
+                f"implicit_codebook: mlp needs stages with an explicit codebook to condition, "
+                f"not '{self.quantizer}'; use quantizer: vanilla"
+            )
+        return self
+
+    def lookup_bytes(self) -> int:
+        # The implicit search holds one block of (tokens x codes x dim) candidates.
+        extra = 4 * IMPLICIT_BLOCK_ELEMENTS * 3 if self.implicit_codebook == "mlp" else 0
+        return super().lookup_bytes() + extra
+
+
+#: Largest (tokens x codes x channels) block of predicted codes held at once by the search.
+IMPLICIT_BLOCK_ELEMENTS = 1 << 24
+
+
+class LibraryMLP(nn.Module):
+    """vector-quantize-pytorch's implicit-codebook `MLP`: `proj_in([condition, code])`, then
+    `depth` residual blocks `y + Linear(silu(Linear(y)))`."""
+
+    def __init__(self, dim: int, hidden: int, depth: int) -> None:
+        super().__init__()
+        self.proj_in = nn.Linear(2 * dim, dim)
+        self.layers = nn.ModuleList(
+            nn.Sequential(nn.Linear(dim, hidden), nn.SiLU(), nn.Linear(hidden, dim))
+            for _ in range(depth)
+        )
+
+    def forward(self, codes: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+        """Codes `(..., dim)` conditioned on `condition` broadcast to the same shape."""
+        x = self.proj_in(torch.cat(torch.broadcast_tensors(condition, codes), dim=-1))
+        for layer in self.layers:
+            x = layer(x) + x
+        return x
+
+
+class QINCoMLP(nn.Module):
+    """QINCo's `QINCoStep` network: `y = c + MLPconcat([c, x_hat])`, then `depth` bias-free
+    residual blocks `y + Linear(relu(Linear(y)))` (Huijben et al. 2024, Fig. 2)."""
+
+    def __init__(self, dim: int, hidden: int, depth: int) -> None:
+        super().__init__()
+        self.concat = nn.Linear(2 * dim, dim)
+        self.layers = nn.ModuleList(
+            nn.Sequential(
+                nn.Linear(dim, hidden, bias=False), nn.ReLU(), nn.Linear(hidden, dim, bias=False)
+            )
+            for _ in range(depth)
+        )
+
+    def forward(self, codes: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+        codes, condition = torch.broadcast_tensors(codes, condition)
+        y = codes + self.concat(torch.cat((codes, condition), dim=-1))
+        for layer in self.layers:
+            y = y + layer(y)
+        return y
+
+
+IMPLICIT_MLPS = {"library": LibraryMLP, "qinco": QINCoMLP}
+
 
 @register_quantizer("residual")
 class ResidualQuantizer(CompositeQuantizer):
@@ -228,10 +355,56 @@ class ResidualQuantizer(CompositeQuantizer):
     def reduction(self) -> str:
         return self.params.stage_loss
 
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        p = self.params
+        self.mlps = nn.ModuleList()
+        if p.implicit_codebook == "mlp":
+            mlp = IMPLICIT_MLPS[p.mlp_style]
+            hidden = p.mlp_hidden or p.dim
+            self.mlps.extend(mlp(p.dim, hidden, p.mlp_depth) for _ in range(p.stages - 1))
+            for stage in self.quantizers:
+                self.init_base_codebook(stage)
+
+    def init_base_codebook(self, stage: Quantizer) -> None:
+        """The library's `uniform_init` (`kaiming_uniform_` of its `(1, K, d)` codebook:
+        U(-b, b), `b = sqrt(6 / (K d))`) unless `implicit_init: stage` keeps the stage's own."""
+        codes = stage.codebook()
+        if not isinstance(codes, nn.Parameter):
+            raise VQBenchError(
+                f"residual: implicit_codebook: mlp trains the stages' codebooks by gradient; "
+                f"'{stage.name}' has no trained codebook parameter; use quantizer: vanilla"
+            )
+        if self.params.implicit_init == "library":
+            bound = math.sqrt(6.0 / codes.numel())
+            with torch.no_grad():
+                codes.uniform_(-bound, bound)
+
+    def independent_groups(self) -> int:
+        """An implicit stage's codes come from one network: one group each."""
+        if not len(self.mlps):
+            return super().independent_groups()
+        return self.quantizers[0].independent_groups() + len(self.mlps)
+
+    def implicit_stage(self, i: int, residual: torch.Tensor, condition: torch.Tensor):
+        """Stage `i >= 1` of an implicit codebook: the nearest of the codes predicted for each
+        token (searched without a gradient, in blocks), then the chosen one with a gradient."""
+        stage, mlp = self.component(i), self.mlps[i - 1]
+        base = stage.codebook()
+        indices = implicit_search(mlp, base, residual.detach(), condition.detach())
+        q = mlp(F.embedding(indices, base), condition)
+        loss, terms = codebook_and_commitment_loss(
+            residual, q, codebook_weight=stage.params.codebook_weight, beta=stage.params.beta
+        )
+        return QuantizerOutput(stage.estimator(residual, q), indices, loss, terms)
+
     def quantize_tokens(self, z: torch.Tensor) -> QuantizerOutput:
         residual, total, outputs = z, torch.zeros_like(z), []
         for i in range(self.params.stages):
-            out = self.component(i).quantize_tokens(residual)
+            if i and len(self.mlps):
+                out = self.implicit_stage(i, residual, total)
+            else:
+                out = self.component(i).quantize_tokens(residual)
             outputs.append(out)
             total = total + out.z_q
             residual = residual - out.z_q.detach()
@@ -244,8 +417,24 @@ class ResidualQuantizer(CompositeQuantizer):
         columns = self.index_columns(indices)
         total = self.component(0).decode_tokens(columns[0])
         for i in range(1, len(columns)):
-            total = total + self.component(i).decode_tokens(columns[i])
+            codes = self.component(i).decode_tokens(columns[i])
+            total = total + (self.mlps[i - 1](codes, total) if len(self.mlps) else codes)
         return total
+
+
+@torch.no_grad()
+def implicit_search(
+    mlp: nn.Module, base: torch.Tensor, residual: torch.Tensor, condition: torch.Tensor
+) -> torch.Tensor:
+    """`argmin_k ||r_n - f(c_k, x_hat_n)||^2` for every token `n`, holding at most
+    `IMPLICIT_BLOCK_ELEMENTS` predicted code entries at once (QINCo's exhaustive `encode`)."""
+    k, d = base.shape
+    rows = max(1, IMPLICIT_BLOCK_ELEMENTS // (k * d))
+    chosen = []
+    for r, c in zip(residual.split(rows), condition.split(rows), strict=True):
+        codes = mlp(base.unsqueeze(0), c.unsqueeze(1))  # (rows, K, d)
+        chosen.append((codes - r.unsqueeze(1)).square().sum(-1).argmin(1))
+    return torch.cat(chosen)
 
 
 class ProductParams(CompositeParams):

@@ -134,6 +134,11 @@ class ModelEMA:
         self.model = copy.deepcopy(model).eval().requires_grad_(False)
 
     @torch.no_grad()
+    def reset_quantizer(self, model: nn.Module) -> None:
+        """The quantizer's weights from `model` (after it replaced its codebook mid-training)."""
+        self.model.quantizer.load_state_dict(model.quantizer.state_dict())
+
+    @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         for ema, live in zip(self.model.parameters(), model.parameters()):
             ema.lerp_(live.detach(), 1 - self.decay)

@@ -272,6 +272,13 @@ class Quantizer(nn.Module):
         or dead-code restart. Nothing by default. Outside the trainer, call it where you
         call `optimizer.step()`."""
 
+    def codebook_replaced(self) -> bool:
+        """True once after `after_optimizer_step` replaced the codebook wholesale (SF-DiVeQ's
+        initialisation from pooled latents mid-training), so that the trainer restarts the
+        model EMA's copy of the quantizer from it instead of averaging across the jump.
+        Reading it clears it. Never, by default."""
+        return False
+
     def init_from_data(
         self, batches: Iterable[tuple[torch.Tensor, torch.Tensor | None]]
     ) -> dict[str, Any] | None:

@@ -378,6 +378,8 @@ class Trainer:
         if self.loss_fn.gan_active(state.step):
             out.terms["disc"] = self.discriminator_step(out.pairs)
         state.ema.update(state.model)
+        if state.model.quantizer.codebook_replaced():
+            state.ema.reset_quantizer(state.model)
         for schedule in state.schedules:
             schedule.step()
         self.meter.add_step(state.step, out.terms)
