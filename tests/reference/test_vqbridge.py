@@ -103,3 +103,33 @@ def test_hold_linear_schedule_is_the_release_annealing() -> None:
     factor = schedule_factor(schedule, total)
     ours = torch.tensor([factor(step) for step in range(total)], dtype=torch.float64)
     assert_close(ours, fixture["schedule"].double(), "learning-rate factor", rtol=1e-12, atol=0)
+
+
+def test_library_vq_bridge_hook_with_the_same_bridge_looks_up_the_same_codes() -> None:
+    """vector-quantize-pytorch's `VectorQuantize(vq_bridge=...)` is a hook with no projector
+    of its own: given vqbench's bridge and base codes it picks the same indices and `z_q`.
+    Its loss is `commitment_weight * ||q - z||^2` with gradients to both sides (the codebook
+    term weighted 0.25, FVQ's 1.0), so only the commitment term is compared."""
+    import vector_quantize_pytorch as vq
+
+    quantizer = create_quantizer("vqbridge", codebook_size=64, dim=8, patch_size=4).train()
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for param in quantizer.parameters():
+            param.copy_(torch.randn(param.shape, generator=generator) * 0.3)
+
+    def hook(embed: torch.Tensor) -> torch.Tensor:  # (1, K, d) codes, as the library holds
+        return quantizer.qbridge(embed.transpose(1, 2).reshape(1, 8, 8, 8)).reshape(1, 8, 64).mT
+
+    library = vq.VectorQuantize(
+        dim=8, codebook_size=64, vq_bridge=hook, commitment_weight=0.25, rotation_trick=False,
+        accept_image_fmap=True,
+    ).train()  # fmt: skip
+    with torch.no_grad():
+        library._codebook.embed.copy_(quantizer.embedding.weight[None])
+    z = torch.randn(2, 8, 4, 4, generator=generator)
+    z_q, indices, loss = library(z)
+    out = quantizer(z)
+    assert torch.equal(indices, out.indices), "indices"
+    assert_close(z_q, out.z_q, "z_q", **TOL)
+    assert_close(loss, 0.25 * out.stats["commitment"], "the library's loss", **TOL)
