@@ -22,14 +22,16 @@ built after `torch.manual_seed(seed)`, seeds 0 and 1: vqbench builds in the same
 a seed gives the same weights.
 
 `schedule`: the learning-rate factor of `combined_lr_lambda` in
-`vq_train_qbridge_lr_release.py` (extracted from `main` and run as written) for the release
-scripts' `--sche_type lin`, `--warmup_ep 4`, `--epochs 40`, `--lrT 0.3`, at 25 steps per epoch.
+`vq_train_qbridge_lr_release.py` (extracted from `main` and run as written) with the settings
+of `scripts/recon/FVQ-262144.sh` (`--sche_type lin`, `--warmup_ep 4`, 40 epochs; `--lrT`'s
+default 0.3), at 25 steps per epoch.
 """
 
 from __future__ import annotations
 
 import ast
 import math
+import re
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -55,7 +57,33 @@ P4 = {"patch_size": 4, "head_hidden_size": 8, "depth": 2, "num_heads": 4}
 #: The release projector for 16,384 codes, whose initial weights are fingerprinted.
 INIT = (256, 16, "QBridge-L/4")
 INIT_SEEDS = (0, 1)
-SCHEDULE = {"sche_type": "lin", "warmup_ep": 4, "epochs": 40, "lrT": 0.3, "steps_per_epoch": 25}
+#: Steps per epoch of the schedule fixture (ImageNet's are thousands; the factor depends on
+#: the fraction of training done).
+STEPS_PER_EPOCH = 25
+
+
+def release_schedule(checkout: Path) -> dict:
+    """`--sche_type`, `--warmup_ep`, `--epochs` from the release script, `--lrT`'s default from
+    the training script's argument parser."""
+    script = (checkout / SCRIPT).read_text()
+    train = (checkout / TRAIN).read_text()
+    found = {
+        "sche_type": re.search(r"--sche_type '(\w+)'", script),
+        "warmup_ep": re.search(r"^warmup_ep=(\d+)", script, re.M),
+        "epochs": re.search(r"^EPOCHS=(\d+)", script, re.M),
+        "lrT": re.search(r'"--lrT", default=([0-9.]+)', train),
+    }
+    missing = [name for name, match in found.items() if match is None]
+    if missing:
+        fail(f"{SCRIPT} or {TRAIN} does not set {missing}; give a checkout of {REPOSITORY}")
+    s = {name: match.group(1) for name, match in found.items()}
+    return {
+        "sche_type": s["sche_type"],
+        "warmup_ep": int(s["warmup_ep"]),
+        "epochs": int(s["epochs"]),
+        "lrT": float(s["lrT"]),
+        "steps_per_epoch": STEPS_PER_EPOCH,
+    }
 
 
 def build(ref, codebook_size: int, dim: int, bridge: str):
@@ -122,14 +150,13 @@ def init_states(ref) -> dict[str, torch.Tensor]:
     return out
 
 
-def schedule_factors(checkout: Path) -> torch.Tensor:
+def schedule_factors(checkout: Path, s: dict) -> torch.Tensor:
     """`combined_lr_lambda` from the training script's `main`, run over every step."""
     tree = ast.parse((checkout / TRAIN).read_text())
     main = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "main")
     found = [n for n in ast.walk(main) if getattr(n, "name", "") == "combined_lr_lambda"]
     if not found:
         fail(f"{TRAIN} has no combined_lr_lambda in main; give a checkout of {REPOSITORY}")
-    s = SCHEDULE
     scope = {
         "math": math,
         "args": SimpleNamespace(**{k: s[k] for k in ("sche_type", "warmup_ep", "epochs", "lrT")}),
@@ -145,6 +172,7 @@ def main() -> None:
     args = parse_args(__doc__.splitlines()[0], REPOSITORY)
     load_module(args.checkout, FILES[0], "qbridge_ViT")  # imported by name by the release
     ref = load_module(args.checkout, FILES[1], "reference_vq_model_qbridge_release")
+    schedule = release_schedule(args.checkout)
     tensors = {f"{case}.{key}": value for case in CASES for key, value in run(ref, case).items()}
     settings = {
         "class": "VectorQuantizer",
@@ -154,11 +182,11 @@ def main() -> None:
         "cases": {c: {"n_e": k, "e_dim": d, "QB_type": b} for c, (k, d, b, _) in CASES.items()},
         "p4_bridge": P4,
         "init": {"n_e": INIT[0], "e_dim": INIT[1], "QB_type": INIT[2], "seeds": list(INIT_SEEDS)},
-        "schedule": SCHEDULE,
+        "schedule": schedule,
     }
     write_fixture(
         "vqbridge",
-        {**tensors, **init_states(ref), "schedule": schedule_factors(args.checkout)},
+        {**tensors, **init_states(ref), "schedule": schedule_factors(args.checkout, schedule)},
         repository=REPOSITORY,
         checkout=args.checkout,
         files=[*FILES, TRAIN, SCRIPT],
