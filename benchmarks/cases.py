@@ -8,6 +8,7 @@ backward. `impl="floor"` is the one distance matmul `tokens x dim x codebook_siz
 from __future__ import annotations
 
 import contextlib
+import math
 
 import torch
 
@@ -86,7 +87,35 @@ def _vqtorch_module(method: str, codebook_size: int, dim: int, params: dict):
         )
     if method == "fsq":
         return vq.FSQ(levels=FSQ_LEVELS[codebook_size], dim=dim)
+    if method == "vqbridge":
+        return _vqtorch_vqbridge(vq, codebook_size, dim)
     raise ValueError(f"vector-quantize-pytorch has no '{method}' case here")
+
+
+class _LibraryBridge(torch.nn.Module):
+    """vqbench's VQBridge projector (the same module, widths and init as `vqbridge`) as the
+    library's `vq_bridge` hook, which maps its `(1, K, dim)` codes to the lookup codes."""
+
+    def __init__(self, codebook_size: int, dim: int) -> None:
+        super().__init__()
+        from vqbench import create_quantizer
+
+        self.side = math.isqrt(codebook_size)
+        self.bridge = create_quantizer("vqbridge", codebook_size=codebook_size, dim=dim).qbridge
+
+    def forward(self, embed: torch.Tensor) -> torch.Tensor:
+        h, k, d = embed.shape
+        image = embed.transpose(1, 2).reshape(h, d, self.side, self.side)
+        return self.bridge(image).reshape(h, d, k).transpose(1, 2)
+
+
+def _vqtorch_vqbridge(vq, codebook_size: int, dim: int):
+    """`VectorQuantize(vq_bridge=...)`: the library has the hook, not a projector of its own.
+    Plain STE and the VQ-VAE loss (codebook 1, commitment 0.25), as FVQ."""
+    return vq.VectorQuantize(
+        dim=dim, codebook_size=codebook_size, vq_bridge=_LibraryBridge(codebook_size, dim),
+        commitment_weight=0.25, rotation_trick=False, accept_image_fmap=True,
+    )  # fmt: skip
 
 
 class _TokensLast(torch.nn.Module):

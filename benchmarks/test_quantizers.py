@@ -87,6 +87,22 @@ def family_cases():
         cases.append(("vqbench", method, 65536, params))
         if in_library:
             cases.append(("vqtorch", method, 65536, params))
+    return cases + paper_scale_cases()
+
+
+#: Issue 24's methods at their papers' codebook sizes, beside vector-quantize-pytorch where it
+#: has the method: (method, params, sizes, sizes also run by the library). The library holds
+#: the N x K distances (about 12 GiB at 65,536 codes on CPU), so it runs at the smaller size.
+PAPER_SCALE = [
+    ("vqbridge", {}, (16384, 262144), (16384,)),  # FVQ-16384 (QBridge-L/4), FVQ-262144 (L/8)
+]
+
+
+def paper_scale_cases():
+    cases = []
+    for method, params, sizes, library_sizes in PAPER_SCALE:
+        cases += [("vqbench", method, size, params) for size in sizes]
+        cases += [("vqtorch", method, size, params) for size in library_sizes]
     return cases
 
 

@@ -93,13 +93,15 @@ def schedule_factor(schedule: ScheduleConfig, total_steps: int) -> Callable[[int
     `constant`: 1. `linear_warmup`: (step + 1) / warmup_steps up to 1, then 1. `cosine`: the
     same warmup, then min_ratio + (1 - min_ratio) * (1 + cos(pi * t)) / 2 with t going from 0
     at the end of the warmup to 1 at the last step (SGDR's annealing, Loshchilov & Hutter
-    2017, eq. 5, without restarts)."""
+    2017, eq. 5, without restarts). `hold_linear`: FVQ's annealing (`hold_linear_factor`)."""
     warmup, floor = schedule.warmup_steps, schedule.min_lr_ratio
     span = max(1, total_steps - warmup)
 
     def factor(step: int) -> float:
         if schedule.kind == "constant":
             return 1.0
+        if schedule.kind == "hold_linear":
+            return hold_linear_factor(step, warmup, total_steps, floor)
         if step < warmup:
             return (step + 1) / warmup
         if schedule.kind == "linear_warmup":
@@ -108,6 +110,25 @@ def schedule_factor(schedule: ScheduleConfig, total_steps: int) -> Callable[[int
         return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * t))
 
     return factor
+
+
+#: FVQ's annealing constants (`vq_train_qbridge_lr_release.py`): the warmup starts at
+#: `wp0 = 0.005` of the rate, which holds for the first `lrT = 0.3` of the steps after it.
+HOLD_LINEAR_START, HOLD_LINEAR_HOLD = 0.005, 0.3
+
+
+def hold_linear_factor(step: int, warmup: int, total_steps: int, floor: float) -> float:
+    """FVQ's `combined_lr_lambda` with `sche_type: lin` (yfChang-cv/FVQ, the VQBridge training
+    script): `wp0 + (1 - wp0) step / warmup` during the warmup; then, with `t` the fraction of
+    the remaining steps done (1 at the last step), 1 while `t < lrT` and `floor + (1 - floor)
+    (1 - t) / (1 - lrT)` after, down to `floor` (its `wpe`, 0.01) at the last step and held
+    there (the trainer steps the schedule once more after the last step)."""
+    if step < warmup:
+        return HOLD_LINEAR_START + (1 - HOLD_LINEAR_START) * step / max(1, warmup)
+    t = min(1.0, (step - warmup) / max(1, total_steps - 1 - warmup))  # held after the end
+    if t < HOLD_LINEAR_HOLD:
+        return 1.0
+    return floor + (1 - floor) * (1 - t) / (1 - HOLD_LINEAR_HOLD)
 
 
 def build_schedules(

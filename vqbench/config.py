@@ -131,10 +131,11 @@ class LossConfig(Section):
 
 class ScheduleConfig(Section):
     """The learning rate over training (`vqbench.build.schedule_factor`): `constant` (the
-    default, as in taming-transformers and SimVQ), `linear_warmup`, or `cosine` (after an
-    optional linear warmup, down to `min_lr_ratio` of the rate at the last step)."""
+    default, as in taming-transformers and SimVQ), `linear_warmup`, `cosine` (after an
+    optional linear warmup, down to `min_lr_ratio` of the rate at the last step), or
+    `hold_linear` (FVQ's annealing: warmup, hold, linear decay to `min_lr_ratio`)."""
 
-    kind: Literal["constant", "linear_warmup", "cosine"] = "constant"
+    kind: Literal["constant", "linear_warmup", "cosine", "hold_linear"] = "constant"
     warmup_steps: NonNegativeInt = 0
     min_lr_ratio: float = pydantic.Field(0.0, ge=0.0, le=1.0)
 

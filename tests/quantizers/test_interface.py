@@ -65,9 +65,16 @@ def test_gradient_reaches_the_input(name):
     (out.z_q.square().sum() + out.loss).backward()
     assert z.grad is not None and torch.isfinite(z.grad).all() and z.grad.abs().sum() > 0
     # every parameter trained by gradient receives one (EMA codebooks, e.g. `ema` and the
-    # residual composite's default EMA stages, are buffers and have none)
+    # residual composite's default EMA stages, are buffers and have none); after one SGD step
+    # where an output layer starts at zero (`vqbridge`'s recover layer, as its reference)
     trainable = [p for p in q.parameters() if p.requires_grad]
     trained = [p for p in trainable if p.grad is not None and p.grad.abs().sum() > 0]
+    if len(trained) < len(trainable):
+        torch.optim.SGD(trainable, lr=0.1).step()
+        q.zero_grad()
+        out = q(z)
+        (out.z_q.square().sum() + out.loss).backward()
+        trained = [p for p in trainable if p.grad is not None and p.grad.abs().sum() > 0]
     assert len(trained) == len(trainable)
 
 
