@@ -51,8 +51,8 @@ from vqbench.search import nearest_code
 
 #: The reference's floor on the bandwidth (`max(p, 1e-8)` in `get_decay_p`).
 BANDWIDTH_FLOOR = 1e-8
-#: Entries of one block of the token-by-code kernel matrix (64 MiB in float32).
-KERNEL_BLOCK = 1 << 24
+#: Entries of one block of the token-by-code kernel matrix (16 MiB in float32).
+KERNEL_BLOCK = 1 << 22
 
 
 class NSVQParams(ExplicitCodebookParams):
@@ -91,12 +91,13 @@ def kernel_sums(
     for start in range(0, z.shape[0], rows):
         x, win = z[start : start + rows], winners[start : start + rows]
         x2 = x.pow(2).sum(1, keepdim=True)
-        dist = x2 + e2 - 2 * x @ codes.t()
-        w = (weight * k * torch.softmax(-dist / tau, dim=1)).clamp_(max=1.0)
+        logits = torch.addmm(e2, x, codes.t(), alpha=-2.0).add_(x2).mul_(-1.0 / tau)
+        w = torch.softmax(logits, dim=1).mul_(weight * k).clamp_(max=1.0)
         w.scatter_(1, win.view(-1, 1), 1.0)
+        row_sums = w.sum(1)
         s += w.sum(0)
-        m += w.t() @ x
-        c += (w.sum(1) * x2.squeeze(1)).sum()
+        m.addmm_(w.t(), x)
+        c += row_sums @ x2.squeeze(1)
     return s, m, c
 
 
