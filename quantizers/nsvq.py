@@ -134,7 +134,7 @@ class NSVQ(ExplicitCodebookQuantizer):
         p, codes = self.params, self.embedding
         indices = nearest_code(z, codes, precision=p.search_precision)
         q = F.embedding(indices, codes)
-        stats = {"bandwidth": torch.tensor(self.bandwidth())}
+        stats = {"bandwidth": z.new_tensor(self.bandwidth())}
         if self.training:
             codebook_term = kernel_codebook_loss(
                 z, codes, indices, self.bandwidth(), p.kernel_weight
