@@ -50,6 +50,8 @@ def case_list():
         )
     cases.append(("vqbench", "lfq", 65536, {}))
     cases.append(("vqbench", "fsq", 65536, {}))
+    for method in ("nsvq", "transvq"):  # issue 24, at their paper's 8,192 codes
+        cases.append(("vqbench", method, 8192, {}))
     for method in ("ema", "vanilla", "simvq", "lfq", "fsq"):
         cases.append(("vqtorch", method, 65536, {}))
     return cases + family_cases()
