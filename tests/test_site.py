@@ -169,6 +169,16 @@ def tree(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
 
 
+def edit(path: Path, **changes) -> None:
+    path.write_text(json.dumps(json.loads(path.read_text()) | changes))
+
+
+def edit_first_row(path: Path, usage) -> None:
+    data = json.loads(path.read_text())
+    data["rows"][0]["metrics"]["usage"]["mean"] = usage
+    path.write_text(json.dumps(data))
+
+
 def run_cli(capsys, *args: str) -> tuple[int, str]:
     code = main(["site", *map(str, args)])
     return code, capsys.readouterr().err
@@ -182,6 +192,9 @@ def run_cli(capsys, *args: str) -> tuple[int, str]:
         (lambda r: (r / "alpha.json").write_text('{"suite": "alpha"}'), "not a suite report"),
         (lambda r: (r / "alpha-strip.png").unlink(), "names figure 'alpha-strip.png'"),
         (lambda r: (r / "beta.json").rename(r / "gamma.json"), "holds suite 'beta'"),
+        (lambda r: edit(r / "alpha.json", rows=[{"label": 1}]), "rows.0.label=1 is invalid"),
+        (lambda r: edit(r / "beta.json", figures=["../x.png"]), "figures.0='../x.png'"),
+        (lambda r: edit_first_row(r / "alpha.json", "high"), "metrics.usage.mean='high'"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_leaves_the_site_as_it_was(

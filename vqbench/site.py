@@ -20,62 +20,100 @@ import shutil
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import jinja2
+import pydantic
 
 from vqbench.errors import VQBenchError
 from vqbench.files import check_writable, load_json
+from vqbench.params import format_validation_error
 from vqbench.quantizer import get_quantizer_class
 from vqbench.report import COLUMNS, DIGITS, PERCENT_KEYS, PROBE_COLUMNS
 
 #: What a generated site's index carries, so that `write_site` replaces only its own output.
 GENERATOR = "vqbench site"
-#: Keys every suite report (`vqbench.report.render_json`) has.
-REPORT_KEYS = ("suite", "title", "rows", "figures", "settings", "notes")
-SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 # ---- reading ----------------------------------------------------------------------------------
+class _Model(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="ignore", allow_inf_nan=False)
+
+
+class Summary(_Model):
+    """A metric over seeds (`vqbench.report.summarise`)."""
+
+    mean: float | None = None
+    std: float | None = None
+    n: int = 0
+    unavailable: str | None = None
+
+
+class Comparison(_Model):
+    """A row against the baseline row (`vqbench.report.two_se_test`)."""
+
+    difference: float
+    se: float
+    significant: bool
+
+
+class ReportRow(_Model):
+    """The parts of a report row (`vqbench.report.Row.to_json`) that the site shows."""
+
+    block: int = 0
+    run: str = ""
+    label: str
+    operation: tuple[str, int] | None = None
+    quantizer: str
+    params: dict[str, Any]
+    settings_fingerprint: str = "-"
+    paper: dict[str, Any] | None = None
+    seeds: list[int] = []
+    metrics: dict[str, Summary]
+    codebook_size: int | None = None
+    baseline: bool = False
+    vs_baseline: dict[str, Comparison] = {}
+
+
+class SuiteReport(_Model):
+    """A suite report (`vqbench.report.render_json`)."""
+
+    suite: str = pydantic.Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    title: str
+    vqbench: str = "?"
+    date: str = "?"
+    settings: list[str]
+    rows: list[ReportRow]
+    baseline: str | None = None
+    test: str = ""
+    notes: list[str]
+    figures: list[Annotated[str, pydantic.Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*\.png$")]]
+
+
 def _check_report(data: Any, path: Path) -> dict[str, Any]:
-    """`data` is a suite report whose figures exist beside it, else one line saying why."""
-    if not isinstance(data, dict) or any(k not in data for k in REPORT_KEYS):
-        missing = [k for k in REPORT_KEYS if not isinstance(data, dict) or k not in data]
+    """`data` as a suite report whose figures exist beside it, else one line saying why."""
+    fix = f"rebuild it with `vqbench report runs/{path.stem}` or move it out of the folder"
+    if not isinstance(data, dict):
+        raise VQBenchError(f"'{path}' is not a suite report (not a JSON object); {fix}")
+    try:
+        report = SuiteReport.model_validate(data).model_dump()
+    except pydantic.ValidationError as err:
         raise VQBenchError(
-            f"'{path}' is not a suite report (no {', '.join(missing)}); rebuild it with "
-            f"`vqbench report runs/<suite>` or move it out of the folder"
-        )
-    if data["suite"] != path.stem or not SAFE_NAME.match(path.stem):
+            format_validation_error(f"'{path}' is not a suite report", err, SuiteReport)
+            + f"; {fix}"
+        ) from None
+    if report["suite"] != path.stem:
         raise VQBenchError(
-            f"'{path}' holds suite '{data['suite']}', not '{path.stem}'; rename the file to "
+            f"'{path}' holds suite '{report['suite']}', not '{path.stem}'; rename the file to "
             f"<suite>.json or rebuild it with `vqbench report`"
         )
-    rows = data["rows"]
-    if not isinstance(rows, list) or not all(_is_row(r) for r in rows):
-        raise VQBenchError(
-            f"'{path}' has a damaged 'rows' list (each row needs label, quantizer, params, "
-            f"metrics); rebuild it with `vqbench report runs/{path.stem}`"
-        )
-    for name in data["figures"]:
-        if not isinstance(name, str) or not SAFE_NAME.match(name) or not name.endswith(".png"):
-            raise VQBenchError(f"'{path}' names a figure '{name}' that is not a PNG file name")
+    for name in report["figures"]:
         if not (path.parent / name).is_file():
             raise VQBenchError(
                 f"'{path}' names figure '{name}', which is not in '{path.parent}'; rebuild "
                 f"the report with `vqbench report runs/{path.stem}` or restore the file"
             )
-    return data
-
-
-def _is_row(row: Any) -> bool:
-    return (
-        isinstance(row, dict)
-        and isinstance(row.get("label"), str)
-        and isinstance(row.get("quantizer"), str)
-        and isinstance(row.get("params"), dict)
-        and isinstance(row.get("metrics"), dict)
-        and all(isinstance(m, dict) for m in row["metrics"].values())
-    )
+    return report
 
 
 def read_reports(results: str | Path) -> list[dict[str, Any]]:
