@@ -151,7 +151,7 @@ def metric_cell(summary: dict[str, Any] | None, key: str, mark: str = "") -> Cel
         return Cell("n/a", None, str(reason))
     scale, digits = (100.0, 1) if key in PERCENT_KEYS else (1.0, DIGITS.get(key, 2))
     text = f"{summary['mean'] * scale:.{digits}f}"
-    if summary.get("n", 1) > 1:
+    if summary.get("n", 1) > 1 and summary.get("std") is not None:
         text += f" ± {summary['std'] * scale:.{digits}f}"
     title = f"mean over {summary.get('n', 1)} seed(s)"
     return Cell(text + mark, summary["mean"] * scale, title)
@@ -214,13 +214,16 @@ class Link:
     why: str  # "groups: 4 → 16", or "same configuration"
 
 
-def row_links(reports: list[dict[str, Any]]) -> dict[tuple[str, int], list[Link]]:
+Links = dict[tuple[str, int], list[Link]]  # (suite, row index) -> the rows it links to
+
+
+def row_links(reports: list[dict[str, Any]]) -> Links:
     """Rows worth comparing, for each row (suite, index): within a suite, the rows of the same
     quantizer and settings fingerprint whose configuration differs in exactly one key; in
     other suites, the rows with the same quantizer, settings fingerprint and configuration."""
     rows = [(r["suite"], i, row) for r in reports for i, row in enumerate(r["rows"])]
     configs = {(s, i): row_configuration(row) for s, i, row in rows}
-    links: dict[tuple[str, int], list[Link]] = {(s, i): [] for s, i, _ in rows}
+    links: Links = {(s, i): [] for s, i, _ in rows}
     for suite, i, row in rows:
         for other_suite, j, other in rows:
             if (suite, i) == (other_suite, j) or not _comparable(row, other):
@@ -271,17 +274,16 @@ def metric_keys(rows: list[dict[str, Any]]) -> list[tuple[str, str, str | None]]
     return keys + probed
 
 
-def block_table(suite: str, block: int, indexed: list[tuple[int, dict]], links) -> Table:
+def block_table(suite: str, block: int, indexed: list[tuple[int, dict]], links: Links) -> Table:
     """One block's table: method, quantizer, size, each metric with the paper's value in the
     next column where a row mirrors a paper table, the settings fingerprint and the links."""
     rows = [row for _, row in indexed]
     columns = metric_keys(rows)
-    papered = {k for k, _, p in columns if p and any((r.get("paper") or {}).get(p) for r in rows)}
-    headers = [("Method", False), ("Quantizer", False), ("Parameters", False)]
-    headers += [("Codebook Size", True), ("Seeds", True)]
-    for key, title, _ in columns:
-        headers += [(title, True)] + ([(f"{title} (paper)", True)] if key in papered else [])
-    headers += [("Settings", False), ("Related", True)]
+    papered = {
+        key
+        for key, _, paper_key in columns
+        if paper_key and any((r.get("paper") or {}).get(paper_key) is not None for r in rows)
+    }
     out = []
     for index, row in indexed:
         label = row["label"] + (" (baseline)" if row.get("baseline") else "")
@@ -295,10 +297,19 @@ def block_table(suite: str, block: int, indexed: list[tuple[int, dict]], links) 
         cells.append(Cell(str(row.get("settings_fingerprint", "-"))))
         cells.append(_links_cell(suite, links[(suite, index)]))
         out.append((index, cells))
-    return Table(block, headers, out)
+    return Table(block, _headers(columns, papered), out)
 
 
-def suite_tables(report: dict[str, Any], links) -> list[Table]:
+def _headers(columns: list[tuple[str, str, str | None]], papered: set[str]) -> list:
+    """(title, numeric) of `block_table`'s columns, in its cells' order."""
+    headers = [("Method", False), ("Quantizer", False), ("Parameters", False)]
+    headers += [("Codebook Size", True), ("Seeds", True)]
+    for key, title, _ in columns:
+        headers += [(title, True)] + ([(f"{title} (paper)", True)] if key in papered else [])
+    return headers + [("Settings", False), ("Related", True)]
+
+
+def suite_tables(report: dict[str, Any], links: Links) -> list[Table]:
     blocks = sorted({row.get("block", 0) for row in report["rows"]})
     return [
         block_table(
