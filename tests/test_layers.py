@@ -34,7 +34,7 @@ LAYERS = [
     ["probe"],
     ["suite"],
     ["report"],
-    ["plots"],
+    ["plots", "site"],
     ["runner"],
     ["cli", "__init__"],
     ["__main__"],

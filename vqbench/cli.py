@@ -1,4 +1,4 @@
-"""Command line: `vqbench [--plugin MODULE]... {list,run,report,train,eval,probe}`."""
+"""Command line: `vqbench [--plugin MODULE]... {list,run,report,train,eval,probe,site}`."""
 
 from __future__ import annotations
 
@@ -269,6 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_report_train(sub, after)
     _add_eval_probe(sub, after)
     _add_fid_stats(sub, after)
+    _add_site(sub, after)
     return parser
 
 
@@ -369,6 +370,30 @@ def _add_eval_probe(sub, after: argparse.ArgumentParser) -> None:
     p.add_argument("--device")
     p.add_argument("--force", action="store_true", help="redo seeds that finished earlier")
     p.set_defaults(func=cmd_probe)
+
+
+def cmd_site(args: argparse.Namespace) -> int:
+    from vqbench.site import write_site
+
+    print(f"wrote {write_site(args.results, args.out) / 'index.html'}")
+    return 0
+
+
+def _add_site(sub, after: argparse.ArgumentParser) -> None:
+    """`site`: the static results site."""
+    p = _command(
+        sub,
+        after,
+        "site",
+        help="write a static results site (HTML, no server or network) from a results folder",
+    )
+    p.add_argument("results", help="folder of the suites' reports, e.g. results/")
+    p.add_argument(
+        "--out",
+        default="site",
+        help="the site's folder (default: site/); an earlier site there is replaced",
+    )
+    p.set_defaults(func=cmd_site)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
