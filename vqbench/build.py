@@ -37,6 +37,20 @@ def build_model(config: RunConfig) -> Autoencoder:
     )
 
 
+def trainable_parameters(config: RunConfig) -> int:
+    """How many parameters training updates, counted on a model built on the meta device:
+    no memory, no initialisation, no pretrained weights (`vqbench run --dry-run` downloads
+    nothing). A quantizer whose construction needs real tensors is built on the CPU instead."""
+    try:
+        with torch.device("meta"):
+            model = build_model(config)
+    except VQBenchError:
+        raise
+    except Exception:  # e.g. a construction that reads values (`.item()`) from a tensor
+        model = build_model(config)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
 def load_perceptual(config: RunConfig, device: torch.device) -> nn.Module | None:
     """LPIPS for the loss, or a one-line error saying how to provide its weights."""
     c = config.loss
