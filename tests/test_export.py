@@ -157,6 +157,10 @@ def damage(folder: Path, how: str) -> str:
         config["quantizer"]["params"]["codebook_size"] = "many"
         config_file.write_text(json.dumps(config))
         return "codebook_size"
+    if how == "newer format":
+        config["format_version"] = 99
+        config_file.write_text(json.dumps(config))
+        return "is not a vqbench-tokenizer of version <= 1"
     if how == "not JSON":
         config_file.write_text("{not json")
         return "is not valid JSON"
@@ -172,6 +176,7 @@ DAMAGES = [
     "unknown quantizer",
     "missing key",
     "bad parameter",
+    "newer format",
     "not JSON",
     "no weights",
 ]
@@ -293,3 +298,10 @@ def test_a_hub_id_not_cached_offline_fails_in_one_line_quickly(tmp_path):
 def test_a_path_that_is_not_a_folder_is_named(tmp_path):
     with pytest.raises(VQBenchError, match="is not a folder"):
         Tokenizer.from_pretrained(tmp_path / "missing" / "tok")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")
+def test_a_device_this_machine_lacks_is_one_line(exported, capsys):
+    assert main(["tokenizer", str(exported), "--device", "cuda"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "has no CUDA device" in err

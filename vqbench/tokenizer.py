@@ -32,6 +32,7 @@ from huggingface_hub import PyTorchModelHubMixin, constants, hf_hub_download
 from torch import nn
 
 from vqbench.build import evaluated_weights, find_run, load_weights, run_config
+from vqbench.distributed import pick_device
 from vqbench.errors import VQBenchError
 from vqbench.files import load_json
 from vqbench.models import build_autoencoder
@@ -44,7 +45,7 @@ from vqbench.version import __version__
 RANGE_TOLERANCE = 1e-3
 #: What `config.json` says it is, and the keys a tokenizer cannot be built without.
 FORMAT, FORMAT_VERSION = "vqbench-tokenizer", 1
-REQUIRED_KEYS = ("format", "model", "quantizer", "resolution")
+REQUIRED_KEYS = ("model", "quantizer", "resolution")
 CONFIG_FILE, WEIGHTS_FILE = constants.CONFIG_NAME, constants.SAFETENSORS_SINGLE_FILE
 _BUILT_IN = ("vqbench", "vqbench_quantizers")
 
@@ -128,10 +129,11 @@ class Tokenizer(
                 f"config lacks '{missing[0]}'; a tokenizer config needs "
                 f"{', '.join(REQUIRED_KEYS)} (write it with vqbench export)"
             )
-        if info["format"] != FORMAT or info.get("format_version", 1) > FORMAT_VERSION:
+        form, version = info.get("format", FORMAT), info.get("format_version", FORMAT_VERSION)
+        if form != FORMAT or not isinstance(version, int) or version > FORMAT_VERSION:
             raise VQBenchError(
-                f"config format {info['format']!r} version {info.get('format_version')!r} is "
-                f"not a {FORMAT} of version <= {FORMAT_VERSION}; upgrade vqbench"
+                f"config format {form!r} version {version!r} is not a {FORMAT} of version "
+                f"<= {FORMAT_VERSION}; export it with this vqbench, or upgrade vqbench"
             )
         model = _section(model, "model", ("preset", "overrides"))
         quantizer = _section(quantizer, "quantizer", ("name", "params"))
@@ -184,6 +186,7 @@ class Tokenizer(
         """The run's latest checkpoint (or the `step-*` folder given); `use_ema` defaults to
         the run's `eval.use_ema`, i.e. the weights its evaluation measured. The plugins the run
         was made with are loaded again (`plugins.json`)."""
+        device = str(pick_device(str(device)))
         run, checkpoint = find_run(run_dir)
         config = run_config(run)
         state, key = evaluated_weights(checkpoint, config, use_ema)
@@ -216,6 +219,7 @@ class Tokenizer(
         (`user/name`, downloaded into the Hub's cache; its cache only when offline or the Hub
         cannot be reached). Anything wrong is one line naming the tokenizer."""
         source = str(pretrained_model_name_or_path)
+        device = str(pick_device(str(device)))
         if Path(source).is_dir():
             _check_folder(Path(source))
         elif Path(source).exists() or source.startswith((".", "/", "~")) or source.count("/") > 1:
