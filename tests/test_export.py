@@ -222,6 +222,15 @@ def test_export_refuses_a_folder_in_use_and_replaces_it_with_force(trained, expo
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no temporary left
 
 
+def test_a_killed_exports_temporary_folder_is_removed_by_the_next(trained, tmp_path):
+    dead = tmp_path / ".out.tmp-999999999"  # no such process
+    dead.mkdir()
+    (dead / "model.safetensors").write_bytes(b"half")
+    result = run_cli("export", str(trained["simvq"]), "--out", str(tmp_path / "out"), **QUIET)
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
 def test_an_interrupted_export_leaves_no_folder(trained, tmp_path, monkeypatch):
     from vqbench import export
 

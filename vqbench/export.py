@@ -9,8 +9,9 @@
                             settings (data, training, evaluation protocol) and seed
 
 `vqbench.Tokenizer.from_pretrained(DIR)` loads it (or, after `push_to_hub`, `"user/name"`).
-The folder is written under a temporary name beside DIR and renamed into place, so a kill
-leaves either no DIR or a complete one.
+The folder is written under a temporary name beside DIR (`.DIR.tmp-PID`) and renamed into
+place, so a kill leaves either no DIR or a complete one; the next export to DIR removes the
+temporary folder a killed one left.
 """
 
 from __future__ import annotations
@@ -142,9 +143,31 @@ def model_card(tok: Tokenizer, run: RunDir, results: dict[str, Any] | None) -> s
 
 
 def _fsync_tree(folder: Path) -> None:
+    """Every file on disk, readable as the umask allows (the library writes some 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
     for path in folder.iterdir():
+        os.chmod(path, 0o666 & ~umask)
         with open(path, "rb+") as f:
             os.fsync(f.fileno())
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # pragma: no cover - another user's process
+        return True
+    return True
+
+
+def remove_stale_temporaries(out: Path) -> None:
+    """Temporary folders of exports to `out` whose process was killed (`.NAME.tmp-PID`)."""
+    for tmp in out.parent.glob(f".{out.name}.tmp-*"):
+        pid = tmp.name.rsplit("-", 1)[-1]
+        if tmp.is_dir() and pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _write_folder(tok: Tokenizer, card: str, tmp: Path) -> None:
@@ -177,6 +200,7 @@ def export_run(run_dir: str | Path, out: str | Path, *, force: bool = False) -> 
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(out)
         _write_folder(tok, card, tmp)
         _move_into_place(tmp, out)
     except OSError as err:
