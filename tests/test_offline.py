@@ -162,3 +162,13 @@ def test_unreachable_names_the_server_and_a_proxy_is_trusted(monkeypatch):
         listening.close()
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
     assert unreachable(f"http://127.0.0.1:{port}/file") is None
+
+
+def test_a_name_lookup_that_hangs_counts_as_unreachable_within_the_timeout(monkeypatch):
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(socket, "create_connection", lambda *a, **k: time.sleep(30))
+    start = time.monotonic()
+    reason = unreachable("https://example.invalid/file", timeout=0.5)
+    assert reason == "example.invalid cannot be reached: no answer within 0.5 s"
+    assert time.monotonic() - start < 5

@@ -19,6 +19,7 @@ import contextlib
 import io
 import os
 import socket
+import threading
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -91,12 +92,22 @@ def unreachable(url: str, timeout: float = CONNECT_TIMEOUT) -> str | None:
         return None
     parts = urlsplit(url)
     port = parts.port or (443 if parts.scheme == "https" else 80)
-    try:
-        with socket.create_connection((parts.hostname, port), timeout=timeout):
-            return None
-    except OSError as err:  # no route, no name resolution, refused, timed out
-        reason = err.strerror or str(err) or type(err).__name__
-        return f"{parts.hostname} cannot be reached: {reason}"
+    outcome: list[str | None] = []
+
+    def attempt() -> None:
+        try:
+            with socket.create_connection((parts.hostname, port), timeout=timeout):
+                outcome.append(None)
+        except OSError as err:  # no route, no name resolution, refused, timed out
+            outcome.append(err.strerror or str(err) or type(err).__name__)
+
+    # In a thread: the name lookup before the connection takes no timeout of its own.
+    thread = threading.Thread(target=attempt, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if not outcome:
+        return f"{parts.hostname} cannot be reached: no answer within {timeout:g} s"
+    return None if outcome[0] is None else f"{parts.hostname} cannot be reached: {outcome[0]}"
 
 
 def _missing(kind: str, why: str = "") -> WeightsUnavailable:
