@@ -111,6 +111,8 @@ def test_save_pretrained_and_from_pretrained_through_the_hub_mixin(exported, tmp
     tok.save_pretrained(tmp_path / "again")  # what push_to_hub uploads
     again = Tokenizer.from_pretrained(tmp_path / "again")
     assert again.export_config() == tok.export_config()
+    card = (exported / "README.md").read_text()
+    assert (tmp_path / "again" / "README.md").read_text() == card  # the card travels along
     state = again.state_dict()
     assert all(torch.equal(state[k], v) for k, v in tok.state_dict().items())
 

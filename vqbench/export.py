@@ -28,7 +28,7 @@ from vqbench.build import find_run
 from vqbench.checkpoint import is_checkpoint
 from vqbench.config import read_yaml
 from vqbench.errors import VQBenchError
-from vqbench.files import atomic_write_text, check_writable, read_json, write_error
+from vqbench.files import check_writable, read_json, write_error
 from vqbench.rundir import RunDir, SuiteDir
 from vqbench.tokenizer import CONFIG_FILE, WEIGHTS_FILE, Tokenizer
 
@@ -172,9 +172,9 @@ def remove_stale_temporaries(out: Path) -> None:
 
 def _write_folder(tok: Tokenizer, card: str, tmp: Path) -> None:
     tmp.mkdir(parents=True)
-    atomic_write_text(tmp / "README.md", card)  # save_pretrained keeps an existing card
+    tok.card = card  # what save_pretrained (and a later push_to_hub) writes as README.md
     tok.save_pretrained(tmp)
-    for name in (CONFIG_FILE, WEIGHTS_FILE):
+    for name in (CONFIG_FILE, WEIGHTS_FILE, "README.md"):
         if not (tmp / name).is_file():  # pragma: no cover - the mixin's own contract
             raise VQBenchError(f"save_pretrained wrote no {name}")
     _fsync_tree(tmp)

@@ -28,9 +28,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from huggingface_hub import PyTorchModelHubMixin, constants, hf_hub_download
+from huggingface_hub import ModelCard, PyTorchModelHubMixin, constants, hf_hub_download
 from torch import nn
 
+from vqbench.bounded import LIMITS, read_text
 from vqbench.build import evaluated_weights, find_run, load_weights, run_config
 from vqbench.distributed import pick_device
 from vqbench.errors import VQBenchError
@@ -159,6 +160,7 @@ class Tokenizer(
             "overrides": model.get("overrides") or {},
         }
         self.info = {k: v for k, v in info.items() if k in ("weights", "source")}
+        self.card: str | None = None  # README.md: `vqbench export`'s model card, kept on load
         self._hub_mixin_config = self.export_config()  # what save_pretrained/push_to_hub write
 
     def export_config(self) -> dict[str, Any]:
@@ -177,6 +179,13 @@ class Tokenizer(
             "plugin": self.plugin,
             **self.info,
         }
+
+    def generate_model_card(self, *args: Any, **kwargs: Any) -> ModelCard:
+        """The card `save_pretrained` and `push_to_hub` write: the exported one where this
+        tokenizer has it, else the mixin's."""
+        if self.card is not None:
+            return ModelCard(self.card)
+        return super().generate_model_card(*args, **kwargs)
 
     # ---- loading ---------------------------------------------------------------------------
     @classmethod
@@ -254,6 +263,8 @@ class Tokenizer(
         tok = cls(**model_kwargs)
         if Path(model_id).is_dir():
             file = Path(model_id) / WEIGHTS_FILE
+            card = Path(model_id) / "README.md"
+            tok.card = read_text(card, LIMITS.json_bytes, "model card") if card.is_file() else None
         else:
             hub = {"revision": revision, "cache_dir": cache_dir, "token": token}
             hub.update(force_download=force_download, local_files_only=local_files_only)
