@@ -24,7 +24,7 @@ Feature extractors (`extractor`):
   (`codebook_generation/clip_feature_generation.py`: `ln_post(tokens) @ proj`), every patch
   token goes through the model's final norm and its projection head (`projection: head`,
   768-d for ViT-L/14), and the 16 x 16 grid is average-pooled to `pool_to x pool_to` (4 x 4,
-  the reference's `--downsample 4`). Weights come from timm's download, or from a local file
+  the reference's `--downsample 4`). Weights come from timm's cache or download, or a local file
   given as `extractor_weights`.
 
 Sampling (what k-means sees): the trainer hands `init_from_data` the training images in a
@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 from unittest import mock
 
@@ -50,7 +51,7 @@ from torch import nn
 
 from vqbench.errors import VQBenchError
 from vqbench.kmeans import kmeans, kmeans_backend, lloyd
-from vqbench.pretrained import offline
+from vqbench.pretrained import offline, unreachable
 from vqbench.quantizer import (
     ExplicitCodebookParams,
     ExplicitCodebookQuantizer,
@@ -90,9 +91,13 @@ def hub_offline(on: bool):
     return mock.patch.object(constants, "HF_HUB_OFFLINE", True)
 
 
-def load_timm_extractor(name: str, weights: str | None, keep_head: bool) -> nn.Module:
-    """A pretrained timm model (with its head, the projection, if `keep_head`), or a one-line
-    error saying how to get the weights."""
+#: Extractors whose weights could not be had in this process (name -> the error's line), so
+#: that a missing file is reported once and never looked for again.
+_MISSING_EXTRACTORS: dict[str, str] = {}
+
+
+def check_extractor(name: str, weights: str | None) -> None:
+    """`name` is a timm model and `weights`, where given, a file (nothing is loaded)."""
     import timm
 
     if not timm.is_model(name):
@@ -100,20 +105,78 @@ def load_timm_extractor(name: str, weights: str | None, keep_head: bool) -> nn.M
             f"vqgan_lc.extractor='{name}' is neither 'patches' nor a timm model "
             f"name; see timm.list_models('*clip*')"
         )
-    overlay = {"file": weights} if weights else None
-    try:
-        extra = {} if keep_head else {"num_classes": 0}
-        with hub_offline(offline() and not weights):
-            model = timm.create_model(
-                name, pretrained=True, pretrained_cfg_overlay=overlay, **extra
-            )
-    except Exception as err:  # network errors, missing files, wrong state dicts
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+    if weights and not Path(weights).is_file():
         raise VQBenchError(
             f"vqgan_lc.extractor='{name}' needs pretrained weights that could not be loaded "
-            f"({reason}); run once with internet access so timm caches them, or set "
-            f"extractor_weights to a local .safetensors/.pth file of that model"
-        ) from None
+            f"(extractor_weights '{weights}' does not exist); set extractor_weights to a local "
+            f".safetensors/.pth file of that model"
+        )
+
+
+def extractor_width(name: str, keep_head: bool) -> int:
+    """The width of the extractor's features (its head's output with `keep_head`), from the
+    architecture alone: built on the meta device, without weights, so nothing is downloaded."""
+    import timm
+
+    extra = {} if keep_head else {"num_classes": 0}
+    with torch.device("meta"):
+        model = timm.create_model(name, pretrained=False, **extra)
+    return model.num_classes if keep_head else model.num_features
+
+
+def _weights_source(name: str) -> str:
+    """The address timm downloads `name`'s weights from (the Hub, or a plain URL)."""
+    import timm
+    from huggingface_hub import constants
+
+    cfg = timm.models.get_pretrained_cfg(name)
+    if cfg is not None and not cfg.hf_hub_id and cfg.url:
+        return cfg.url
+    return constants.ENDPOINT
+
+
+def _create(name: str, weights: str | None, keep_head: bool, cache_only: bool) -> nn.Module:
+    import timm
+
+    overlay = {"file": weights} if weights else None
+    extra = {} if keep_head else {"num_classes": 0}
+    with hub_offline(cache_only):
+        return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay, **extra)
+
+
+def _weights_error(name: str, reason: str) -> VQBenchError:
+    line = (
+        f"vqgan_lc.extractor='{name}' needs pretrained weights that could not be loaded "
+        f"({reason}); run once with internet access so timm caches them, or set "
+        f"extractor_weights to a local .safetensors/.pth file of that model"
+    )
+    _MISSING_EXTRACTORS[name] = line
+    return VQBenchError(line)
+
+
+def load_timm_extractor(name: str, weights: str | None, keep_head: bool) -> nn.Module:
+    """A pretrained timm model (with its head, the projection, if `keep_head`), or a one-line
+    error saying how to get the weights. The file given, else timm's cache; a download only
+    when the cache lacks the weights, the process is not offline (`VQBENCH_OFFLINE`,
+    `HF_HUB_OFFLINE`) and the server answers within seconds (never the Hub's retries on a
+    machine without network). A failure is remembered: once per process and extractor."""
+    check_extractor(name, weights)
+    if name in _MISSING_EXTRACTORS and not weights:
+        raise VQBenchError(_MISSING_EXTRACTORS[name])
+    try:
+        model = _create(name, weights, keep_head, cache_only=True)
+    except Exception as err:  # not cached, or a file that is not this model's state dict
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        if weights:
+            raise _weights_error(name, reason) from None
+        why = "offline, and not in the cache" if offline() else unreachable(_weights_source(name))
+        if why is not None:
+            raise _weights_error(name, why) from None
+        try:
+            model = _create(name, None, keep_head, cache_only=False)
+        except Exception as err:  # refused, interrupted, a server error after retries
+            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise _weights_error(name, reason) from None
     return model.eval().requires_grad_(False)
 
 
@@ -131,11 +194,9 @@ class VQGANLC(ExplicitCodebookQuantizer):
         self._extractor: list[nn.Module] = []  # kept out of state_dict and .to()
         if p.extractor == "patches":
             feature_dim = 3 * p.patch_size**2
-        else:
-            keep_head = p.projection == "head"
-            model = load_timm_extractor(p.extractor, p.extractor_weights, keep_head)
-            self._extractor.append(model)
-            feature_dim = model.num_classes if keep_head else model.num_features
+        else:  # its weights are loaded when features are first extracted (`extractor`)
+            check_extractor(p.extractor, p.extractor_weights)
+            feature_dim = extractor_width(p.extractor, p.projection == "head")
         self.register_buffer("features", torch.randn(p.codebook_size, feature_dim))
         self.projector = nn.Linear(feature_dim, p.lookup_dim)
         nn.init.normal_(self.projector.weight, std=p.lookup_dim**-0.5)
@@ -144,13 +205,23 @@ class VQGANLC(ExplicitCodebookQuantizer):
         self.init_info: dict[str, object] = {}
 
     # ---- codebook initialisation ----------------------------------------------------------
+    def extractor(self) -> nn.Module:
+        """The pretrained feature extractor, loaded on first use: only the codebook's
+        initialisation needs it, so a trained model (evaluation, export, a dry run's parameter
+        count) is built without its weights."""
+        if not self._extractor:
+            p = self.params
+            keep_head = p.projection == "head"
+            self._extractor.append(load_timm_extractor(p.extractor, p.extractor_weights, keep_head))
+        return self._extractor[0]
+
     def extract_features(self, images: torch.Tensor) -> torch.Tensor:
         """`(N, feature_dim)` features of images `(B, 3, H, W)` in [-1, 1]."""
         p = self.params
         if p.extractor == "patches":
             patches = F.unfold(images.float(), kernel_size=p.patch_size, stride=p.patch_size)
             return patches.transpose(1, 2).reshape(-1, patches.shape[1])
-        model = self._extractor[0]
+        model = self.extractor()
         cfg = model.pretrained_cfg
         x = F.interpolate(
             (images.float() + 1) / 2,

@@ -29,7 +29,7 @@ LAYERS = [
     ["rundir", "checkpoint"],
     ["build"],
     ["evaluate", "tokenizer"],
-    ["train"],
+    ["train", "export"],
     ["prior"],
     ["probe"],
     ["suite"],

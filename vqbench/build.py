@@ -37,6 +37,20 @@ def build_model(config: RunConfig) -> Autoencoder:
     )
 
 
+def trainable_parameters(config: RunConfig) -> int:
+    """How many parameters training updates, counted on a model built on the meta device:
+    no memory, no initialisation, no pretrained weights (`vqbench run --dry-run` downloads
+    nothing). A quantizer whose construction needs real tensors is built on the CPU instead."""
+    try:
+        with torch.device("meta"):
+            model = build_model(config)
+    except VQBenchError:
+        raise
+    except Exception:  # e.g. a construction that reads values (`.item()`) from a tensor
+        model = build_model(config)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
 def load_perceptual(config: RunConfig, device: torch.device) -> nn.Module | None:
     """LPIPS for the loss, or a one-line error saying how to provide its weights."""
     c = config.loss
@@ -192,6 +206,28 @@ def run_config(run: RunDir) -> RunConfig:
     return parse_run_config(read_yaml(run.config_file), str(run.config_file))
 
 
+def evaluated_weights(
+    checkpoint: Path, config: RunConfig, use_ema: bool | None = None
+) -> tuple[dict[str, torch.Tensor], str]:
+    """The autoencoder's weights in `checkpoint` and which they are (`ema` or `model`):
+    `use_ema` defaults to the run's `eval.use_ema`, i.e. the weights its evaluation measured
+    (the model EMA where the checkpoint holds one)."""
+    weights, _ = load_checkpoint(checkpoint)
+    use_ema = config.eval.use_ema if use_ema is None else use_ema
+    key = "ema" if use_ema and "ema" in weights else "model"
+    return weights[key], key
+
+
+def load_weights(model: nn.Module, state: dict[str, torch.Tensor], source: Path | str) -> None:
+    """`model.load_state_dict(state)` (strict), a mismatch one line naming `source`."""
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise VQBenchError(
+            f"'{source}' does not match the model its config describes ({load_error_detail(err)})"
+        ) from None
+
+
 def load_trained(
     path: str | Path, *, use_ema: bool | None = None, device: torch.device | str = "cpu"
 ) -> tuple[RunConfig, Autoencoder, RunDir, Path]:
@@ -201,12 +237,10 @@ def load_trained(
     """
     run, checkpoint = find_run(path)
     config = run_config(run)
-    weights, _ = load_checkpoint(checkpoint)
+    state, _ = evaluated_weights(checkpoint, config, use_ema)
     model = build_model(config)
-    use_ema = config.eval.use_ema if use_ema is None else use_ema
-    key = "ema" if use_ema and "ema" in weights else "model"
     try:
-        model.load_state_dict(weights[key])
+        model.load_state_dict(state)
     except RuntimeError as err:
         raise VQBenchError(
             f"checkpoint '{checkpoint}' does not match the run's config ({load_error_detail(err)})"

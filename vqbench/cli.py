@@ -1,4 +1,5 @@
-"""Command line: `vqbench [--plugin MODULE]... {list,run,report,train,eval,probe,site}`."""
+"""Command line: `vqbench [--plugin MODULE]... COMMAND` (list, run, report, train, eval, probe,
+fid-stats, site, export, tokenizer)."""
 
 from __future__ import annotations
 
@@ -239,6 +240,35 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from vqbench.export import export_run
+
+    print(f"vqbench: wrote {export_run(args.run, args.out, force=args.force)}")
+    return 0
+
+
+def cmd_tokenizer(args: argparse.Namespace) -> int:
+    from vqbench.tokenizer import Tokenizer
+
+    tok = Tokenizer.from_pretrained(args.tokenizer, device=args.device or "cpu")
+    config = tok.export_config()
+    trainable = sum(p.numel() for p in tok.parameters())
+    rows = [
+        ["quantizer", f"{config['quantizer']['name']} {config['quantizer']['params']}"],
+        ["model", f"{config['model']['preset']} {config['model']['overrides']}"],
+        ["resolution", config["resolution"]],
+        ["downsampling", config["downsampling"]],
+        ["index sizes", config["index_sizes"]],
+        ["parameters", f"{trainable / 1e6:.2f}M"],
+        ["plugin", config["plugin"]],
+        ["weights", config.get("weights")],
+        ["source", config.get("source")],
+        ["device", tok.device],
+    ]
+    print(tabulate(rows, tablefmt="github", headers=["tokenizer", args.tokenizer]))
+    return 0
+
+
 def _command(sub, after: argparse.ArgumentParser, name: str, **kwargs) -> argparse.ArgumentParser:
     """A subcommand that also takes the options of `after` (`--plugin`)."""
     return sub.add_parser(name, parents=[after], **kwargs)
@@ -270,6 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval_probe(sub, after)
     _add_fid_stats(sub, after)
     _add_site(sub, after)
+    _add_export(sub, after)
     return parser
 
 
@@ -291,6 +322,24 @@ def _add_fid_stats(sub, after: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device")
     p.set_defaults(func=cmd_fid_stats)
+
+
+def _add_export(sub, after: argparse.ArgumentParser) -> None:
+    """`export` and `tokenizer`."""
+    p = _command(sub, after, "export", help="write a trained run as a tokenizer folder")
+    p.add_argument("run", help="run directory (or a step-* checkpoint folder)")
+    p.add_argument("--out", required=True, metavar="DIR", help="the tokenizer folder to write")
+    p.add_argument("--force", action="store_true", help="replace what DIR holds")
+    p.set_defaults(func=cmd_export)
+    p = _command(
+        sub,
+        after,
+        "tokenizer",
+        help="load an exported tokenizer (folder or hub id) and describe it",
+    )
+    p.add_argument("tokenizer", help="folder written by vqbench export, or a Hub id user/name")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 (default: cpu)")
+    p.set_defaults(func=cmd_tokenizer)
 
 
 def _add_run_report_train(sub, after: argparse.ArgumentParser) -> None:

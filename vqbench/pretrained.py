@@ -4,11 +4,13 @@ LPIPS needs torchvision's VGG16 (or AlexNet) trunk; rFID needs an Inception netw
 (torch-fidelity's or pytorch-fid's). Each file is looked up in this order: an explicit path
 (config or `VQBENCH_VGG16_WEIGHTS`, `VQBENCH_ALEXNET_WEIGHTS`, `VQBENCH_INCEPTION_WEIGHTS`,
 `VQBENCH_PT_INCEPTION_WEIGHTS`); the libraries' cache `$TORCH_HOME/hub/checkpoints/`; one quiet
-download into that cache, unless `VQBENCH_OFFLINE=1`. The libraries are always handed the file
-(never asked to download themselves), so an offline run prints no download attempts or
-deprecation warnings, and a failed download is tried once per process. When no file can be
-had, `WeightsUnavailable` says which is missing and how to provide it, and the metric is
-reported as unavailable with that reason, never guessed.
+download into that cache, unless `VQBENCH_OFFLINE=1` (or `HF_HUB_OFFLINE=1`). Before a download
+the server is tried once, for `CONNECT_TIMEOUT` seconds (`unreachable`), so that a machine
+without network learns it at once instead of from a library's retries. The libraries are
+always handed the file (never asked to download themselves), so an offline run prints no
+download attempts or deprecation warnings, and a failed download is tried once per process.
+When no file can be had, `WeightsUnavailable` says which is missing and how to provide it, and
+the metric is reported as unavailable with that reason, never guessed.
 """
 
 from __future__ import annotations
@@ -16,7 +18,10 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import socket
+import threading
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import torch
 
@@ -58,6 +63,9 @@ _LPIPS_SLICES = {
 }
 #: Downloads that failed in this process (kind -> reason), so that each is tried once.
 _FAILED_DOWNLOADS: dict[str, str] = {}
+#: Seconds one connection to a download server may take before it counts as unreachable.
+CONNECT_TIMEOUT = 3.0
+_PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY")
 
 
 class WeightsUnavailable(RuntimeError):
@@ -69,7 +77,37 @@ def hub_checkpoint(file_name: str) -> Path:
 
 
 def offline() -> bool:
-    return os.environ.get("VQBENCH_OFFLINE", "") not in ("", "0")
+    """`VQBENCH_OFFLINE=1` or Hugging Face's `HF_HUB_OFFLINE=1`: nothing is downloaded."""
+    return any(
+        os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no", "off")
+        for name in ("VQBENCH_OFFLINE", "HF_HUB_OFFLINE")
+    )
+
+
+def unreachable(url: str, timeout: float = CONNECT_TIMEOUT) -> str | None:
+    """Why the server of `url` cannot be reached (one connection attempt of at most `timeout`
+    seconds), or None when it can, or when a proxy is set (the download then goes through it
+    and says itself what fails)."""
+    if any(os.environ.get(name) for name in _PROXY_VARIABLES):
+        return None
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    outcome: list[str | None] = []
+
+    def attempt() -> None:
+        try:
+            with socket.create_connection((parts.hostname, port), timeout=timeout):
+                outcome.append(None)
+        except OSError as err:  # no route, no name resolution, refused, timed out
+            outcome.append(err.strerror or str(err) or type(err).__name__)
+
+    # In a thread: the name lookup before the connection takes no timeout of its own.
+    thread = threading.Thread(target=attempt, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if not outcome:
+        return f"{parts.hostname} cannot be reached: no answer within {timeout:g} s"
+    return None if outcome[0] is None else f"{parts.hostname} cannot be reached: {outcome[0]}"
 
 
 def _missing(kind: str, why: str = "") -> WeightsUnavailable:
@@ -82,6 +120,10 @@ def _missing(kind: str, why: str = "") -> WeightsUnavailable:
 def _download(kind: str, target: Path) -> None:
     """One quiet download into the cache (no progress bar, no library messages)."""
     if kind in _FAILED_DOWNLOADS:
+        raise _missing(kind, _FAILED_DOWNLOADS[kind])
+    why = unreachable(_URL[kind])
+    if why is not None:
+        _FAILED_DOWNLOADS[kind] = f"no download ({why})"
         raise _missing(kind, _FAILED_DOWNLOADS[kind])
     target.parent.mkdir(parents=True, exist_ok=True)
     try:

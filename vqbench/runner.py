@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from vqbench import distributed
-from vqbench.build import build_model
+from vqbench.build import trainable_parameters
 from vqbench.data import build_split, check_held_out
 from vqbench.errors import VQBenchError
 from vqbench.evaluate import evaluate_run
@@ -208,9 +208,7 @@ def describe(suite: Suite) -> list[list[Any]]:
         steps = c.train.steps
         budget = f"{steps} steps" if steps else f"{c.train.epochs} epochs"
         try:
-            model = build_model(c)
-            trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-            trainable = f"{trainable / 1e6:.2f}M"
+            trainable = f"{trainable_parameters(c) / 1e6:.2f}M"
         except VQBenchError as err:  # e.g. a feature extractor whose weights are not here
             trainable = f"n/a ({str(err)[:60]}...)"
         params = ", ".join(f"{k}={v}" for k, v in c.quantizer.params.items())

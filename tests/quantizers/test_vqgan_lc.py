@@ -79,7 +79,7 @@ def test_timm_extractor_loads_weights_from_a_local_file(tmp_path):
         projection="none",
         pool_to=2,
     )
-    extractor = q._extractor[0]
+    extractor = q.extractor()
     assert torch.equal(extractor.state_dict()["cls_token"], model.state_dict()["cls_token"])
     assert q.features.shape[1] == model.num_features
     feats = q.extract_features(torch.rand(3, 3, 32, 32) * 2 - 1)
