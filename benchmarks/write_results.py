@@ -36,8 +36,57 @@ def load(path: Path) -> tuple[dict, list[dict]]:
         info = dict(bench["extra_info"])
         info["seconds"] = bench["stats"]["median"]
         info["rounds"] = bench["stats"]["rounds"]
+        info["source"] = path.name
         rows.append(info)
     return data["machine_info"], rows
+
+
+#: Issue 24's quantizers: a file that holds them gets a section of its own (with the baselines
+#: timed in the same run), and stays out of the 65,536-code tables of the main run.
+METHODS_2025 = ("leech", "fsp", "vqbridge", "nsvq", "transvq", "sf_diveq")
+
+
+def is_2025(row) -> bool:
+    return row["method"] in METHODS_2025 or row["params"].get("implicit_codebook") == "mlp"
+
+
+def families_2025_section(rows) -> list[str]:
+    """Every case of the files that time issue 24's quantizers, with the library's beside."""
+    sources = sorted({r["source"] for r in rows if is_2025(r)})
+    found = [r for r in rows if r["source"] in sources and r["impl"] == "vqbench"]
+    if not found:
+        return []
+    by_key = {key(r): r for r in rows if r["source"] in sources}
+    out = []
+    for r in sorted(found, key=lambda r: (r["codebook_size"], is_2025(r), label(r))):
+        ref = by_key.get(("vqtorch", *key(r)[1:]))
+        out.append(
+            [
+                label(r),
+                f"{r['codebook_size']:,}",
+                f"{r['seconds']:.2f}",
+                f"{r['peak_extra_mib']:.0f}",
+                f"{ref['seconds']:.2f}" if ref else "-",
+                f"{ref['peak_extra_mib']:.0f}" if ref else "-",
+                f"{ref['seconds'] / r['seconds']:.1f}x" if ref else "-",
+            ]
+        )
+    headers = ["quantizer", "codes", "vqbench s", "vqbench MiB", "v-q-p s", "v-q-p MiB", "speed-up"]
+    return [
+        "",
+        "## The 2025-26 quantizers (issue 24), fp32",
+        "",
+        f"From {', '.join(f'`{s}`' for s in sources)}: one forward+backward at 8,192 tokens x "
+        "dim 128 at each paper's codebook size (Leech: one 24-channel group of its 196,560 "
+        "codes, whatever the size column says; FSP: FSQ's levels; the implicit residual: 2 "
+        "stages of 256 codes), with vanilla VQ timed in the same run as the baseline. "
+        "vector-quantize-pytorch has VQBridge (`vq_bridge`, run at 16,384 codes: its distance "
+        "matrix needs about 12 GiB at 65,536) and implicit neural codebooks (its implicit "
+        "ResidualVQ builds every candidate code for every token, about 17 GiB at 8,192 tokens, "
+        "so it is not run here).",
+        "",
+        tabulate(out, headers=headers, tablefmt="github", disable_numparse=True),
+    ]
 
 
 def estimator_alone_table(rows) -> str:
@@ -378,7 +427,10 @@ def main() -> None:
         if any(r.get("device") == "cpu" and r["impl"] in QUANTIZER_IMPLS for r in found):
             machine = found_machine  # the CPU heading describes the CPU run's machine
         machine = machine or found_machine
-    quantizer_rows = [r for r in all_rows if r["impl"] in QUANTIZER_IMPLS]
+    new_sources = {r["source"] for r in all_rows if r["impl"] in QUANTIZER_IMPLS and is_2025(r)}
+    quantizer_rows = [
+        r for r in all_rows if r["impl"] in QUANTIZER_IMPLS and r["source"] not in new_sources
+    ]
     rows = [r for r in quantizer_rows if r["device"] == "cpu"]
     gpu_rows = [r for r in all_rows if r.get("device") == "cuda"]
     lines = ["# Quantizer benchmarks"]
@@ -410,6 +462,7 @@ def main() -> None:
             "",
             alone,
         ]
+    lines += families_2025_section([r for r in all_rows if r["impl"] in QUANTIZER_IMPLS])
     lines += under_load_section(all_rows)
     lines += engine_section([r for r in all_rows if r.get("device") == "cpu"])
 
