@@ -3,8 +3,8 @@
 It reads the committed report files (`results/<suite>.json`, written by `vqbench.report`, and
 the PNG figures they name) and writes plain HTML that opens from a file:// URL with no network:
 an index of every suite, and a page per suite with its tables (sortable by clicking a column
-header: a small inline script), numbers with their ± spread and the paper's values beside ours,
-the figures (click to enlarge: CSS `:target`), the settings, the notes and links between rows
+header: `sort.js` beside the pages), numbers with their ± spread and the paper's values beside
+ours, the figures (click to enlarge: CSS `:target`), the settings, the notes and links between rows
 that differ in one parameter. The output depends on the report files only (no clock, no
 machine), so a committed site can be checked against a fresh one.
 """
@@ -339,10 +339,12 @@ def _environment() -> jinja2.Environment:
         keep_trailing_newline=True,
     )
     env.filters["md"] = lambda text: inline_markdown(str(text))  # escapes; then `|safe`
-    # The page's own style and script, inlined (`|safe`): no file to fetch, no network.
-    env.globals["style"] = folder.joinpath("site.css").read_text()
-    env.globals["script"] = folder.joinpath("sort.js").read_text()
     return env
+
+
+#: The style and the sorting script, one file each beside the pages (a relative link: no
+#: network, and no copy of them in every page).
+ASSETS = ("site.css", "sort.js")
 
 
 def _fingerprints(report: dict[str, Any]) -> list[str]:
@@ -390,6 +392,9 @@ def build_site(results: Path, folder: Path) -> None:
     reports = read_reports(results)
     for name, text in render_site(reports).items():
         (folder / name).write_text(text, encoding="utf-8")
+    assets = resources.files("vqbench") / "resources" / "site"
+    for name in ASSETS:
+        (folder / name).write_text(assets.joinpath(name).read_text(), encoding="utf-8")
     (folder / "img").mkdir()
     for name in sorted({f for report in reports for f in report["figures"]}):
         shutil.copyfile(results / name, folder / "img" / name)
