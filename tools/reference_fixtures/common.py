@@ -20,6 +20,15 @@ from tests.reference.fixtures import init_statistics, surrogate_backward  # noqa
 FIXTURES = Path(__file__).resolve().parents[2] / "tests" / "reference" / "fixtures"
 
 
+def codebooks_over_seeds(build, seeds=range(6)) -> dict[str, torch.Tensor]:
+    """`{"codebooks": (S, K, d)}`: the initial codebook `build()` returns under each seed."""
+    codebooks = []
+    for seed in seeds:
+        torch.manual_seed(seed)
+        codebooks.append(build().detach().clone())
+    return {"codebooks": torch.stack(codebooks)}
+
+
 def fail(message: str) -> NoReturn:
     """Bad input: one line on stderr saying what is wrong and how to mend it, exit code 2."""
     print(f"error: {message}", file=sys.stderr)

@@ -22,7 +22,12 @@ from __future__ import annotations
 import torch
 from torch.distributions import normal
 
-from tools.reference_fixtures.common import load_module, parse_args, write_fixture
+from tools.reference_fixtures.common import (
+    codebooks_over_seeds,
+    load_module,
+    parse_args,
+    write_fixture,
+)
 
 REPOSITORY = "AaltoML/DiVeQ"
 FILE = "vqgan_generation/sf_diveq.py"
@@ -63,11 +68,7 @@ def forward_case(ref) -> dict[str, torch.Tensor]:
 
 
 def init_case(ref) -> dict[str, torch.Tensor]:
-    codebooks = []
-    for seed in range(6):
-        torch.manual_seed(seed)
-        codebooks.append(quiet(ref, 32, 4).codebook.detach().clone())
-    return {"codebooks": torch.stack(codebooks)}
+    return codebooks_over_seeds(lambda: quiet(ref, 32, 4).codebook)
 
 
 def skip_case(ref) -> dict[str, torch.Tensor]:
