@@ -32,7 +32,7 @@ import pydantic
 import torch
 from torch import nn
 
-from vqbench.quantizer import Quantizer, QuantizerOutput, QuantizerParams, register_quantizer
+from vqbench.quantizer import Quantizer, QuantizerOutput, ScalarLevelsParams, register_quantizer
 
 _SQRT2 = math.sqrt(2)
 #: sqrt(1/12), the standard deviation of U(0, 1): the reference's 0.28867513459481287.
@@ -92,32 +92,12 @@ def moment_penalty(z: torch.Tensor, preset: str) -> torch.Tensor:
     )
 
 
-class FSPParams(QuantizerParams):
-    levels: list[int] = [8, 8, 8, 5, 5, 5]
-    dim: pydantic.PositiveInt = 128
-    codebook_size: pydantic.PositiveInt | None = None
+class FSPParams(ScalarLevelsParams):
     activation: Activation = "tanh"
     vector_norm: VectorNormName = "none"
     quantize_rate: float = pydantic.Field(0.0, ge=0.0, le=1.0)
     inverse_activation: bool = False
     eps: pydantic.PositiveFloat | None = None
-
-    @pydantic.field_validator("levels")
-    @classmethod
-    def _levels_at_least_two(cls, levels: list[int]) -> list[int]:
-        if not levels or any(level < 2 for level in levels):
-            raise ValueError("every level must be an integer >= 2, e.g. [8, 8, 8, 5, 5, 5]")
-        return levels
-
-    @pydantic.model_validator(mode="after")
-    def _size_matches_levels(self) -> FSPParams:
-        product = math.prod(self.levels)
-        if self.codebook_size is not None and self.codebook_size != product:
-            raise ValueError(
-                f"codebook_size={self.codebook_size} disagrees with levels={self.levels} "
-                f"(product {product}); drop codebook_size or change the levels"
-            )
-        return self
 
 
 @register_quantizer("fsp")

@@ -21,31 +21,11 @@ import pydantic
 import torch
 from torch import nn
 
-from vqbench.quantizer import Quantizer, QuantizerOutput, QuantizerParams, register_quantizer
+from vqbench.quantizer import Quantizer, QuantizerOutput, ScalarLevelsParams, register_quantizer
 
 
-class FSQParams(QuantizerParams):
-    levels: list[int] = [8, 8, 8, 5, 5, 5]
-    dim: pydantic.PositiveInt = 128
-    codebook_size: pydantic.PositiveInt | None = None
+class FSQParams(ScalarLevelsParams):
     eps: pydantic.PositiveFloat = 1e-3
-
-    @pydantic.field_validator("levels")
-    @classmethod
-    def _levels_at_least_two(cls, levels: list[int]) -> list[int]:
-        if not levels or any(level < 2 for level in levels):
-            raise ValueError("every level must be an integer >= 2, e.g. [8, 8, 8, 5, 5, 5]")
-        return levels
-
-    @pydantic.model_validator(mode="after")
-    def _size_matches_levels(self) -> FSQParams:
-        product = math.prod(self.levels)
-        if self.codebook_size is not None and self.codebook_size != product:
-            raise ValueError(
-                f"codebook_size={self.codebook_size} disagrees with levels={self.levels} "
-                f"(product {product}); drop codebook_size or change the levels"
-            )
-        return self
 
 
 def round_ste(x: torch.Tensor) -> torch.Tensor:

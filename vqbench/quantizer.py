@@ -14,6 +14,7 @@ whether it builds its codebook from data before training (`initialises_from_data
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
@@ -360,6 +361,33 @@ def codebook_and_commitment_loss(
     commitment_term = F.mse_loss(z, q.detach())
     loss = codebook_weight * codebook_term + beta * commitment_term
     return loss, {"codebook": codebook_term, "commitment": commitment_term}
+
+
+class ScalarLevelsParams(QuantizerParams):
+    """Parameters of the scalar-grid quantizers (FSQ and its relatives): `levels[i]` values on
+    channel i of `len(levels)` projected channels, an implicit codebook of `prod(levels)` codes
+    (`codebook_size`, when given, must agree)."""
+
+    levels: list[int] = [8, 8, 8, 5, 5, 5]
+    dim: pydantic.PositiveInt = 128
+    codebook_size: pydantic.PositiveInt | None = None
+
+    @pydantic.field_validator("levels")
+    @classmethod
+    def _levels_at_least_two(cls, levels: list[int]) -> list[int]:
+        if not levels or any(level < 2 for level in levels):
+            raise ValueError("every level must be an integer >= 2, e.g. [8, 8, 8, 5, 5, 5]")
+        return levels
+
+    @pydantic.model_validator(mode="after")
+    def _size_matches_levels(self) -> ScalarLevelsParams:
+        product = math.prod(self.levels)
+        if self.codebook_size is not None and self.codebook_size != product:
+            raise ValueError(
+                f"codebook_size={self.codebook_size} disagrees with levels={self.levels} "
+                f"(product {product}); drop codebook_size or change the levels"
+            )
+        return self
 
 
 class ExplicitCodebookParams(QuantizerParams):
