@@ -259,6 +259,7 @@ def test_the_discriminator_step_receives_the_generator_gradient_only_when_asked(
     disc = state.discriminator
     state.opt_d = torch.optim.SGD(disc.parameters(), lr=1.0)  # the step is minus the gradient
     state.opt_g = torch.optim.SGD(state.model.parameters(), lr=0.0)  # freeze the autoencoder
+    state.schedules = []  # they drive the optimisers just replaced
     before = copy.deepcopy(disc)
     x = torch.rand(4, 3, 32, 32) * 2 - 1
     pairs = trainer.train_step([x]).pairs
