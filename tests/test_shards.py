@@ -18,13 +18,16 @@ import torch.multiprocessing as mp
 from PIL import Image
 
 from tests.engine_helpers import final_weights, run_cli, small_config, write_config
+from vqbench.cli import main
 from vqbench.data import (
     EpochBatches,
     ImageFolder,
     ShardImages,
     build_dataset,
+    check_held_out,
     class_names,
     eval_loader,
+    init_batches,
     train_loader,
     write_shards,
 )
@@ -77,12 +80,12 @@ def shard_set(base, train=True, buffer=4, seed=0):
     )
 
 
-def epoch_ids(dataset, *, world, rank, micro, accumulation=1, epoch=0, start_step=0):
+def epoch_ids(dataset, *, world, rank, micro, accumulation=1, epoch=0, start_step=0, workers=0):
     sampler = EpochBatches(
         len(dataset), micro=micro, accumulation=accumulation, world=world, rank=rank, seed=0,
         epoch=epoch, start_step=start_step,
     )  # fmt: skip
-    return [ids(batch) for batch in train_loader(dataset, sampler)]
+    return [ids(batch) for batch in train_loader(dataset, sampler, workers=workers)]
 
 
 # ---- the converter -----------------------------------------------------------------------------
@@ -109,15 +112,15 @@ def test_shards_hold_the_folder_with_labels_an_index_and_identical_bytes_on_a_re
     assert class_names(dataset) == [("cat", "dog")[i % 2] for i in order]
 
 
-def test_a_bad_image_is_one_line_and_nothing_is_written(tmp_path):
+def test_a_bad_image_is_one_line_and_nothing_is_written(tmp_path, capsys):
     write_images(tmp_path / "images", 3)
     (tmp_path / "images" / "cat" / "broken.png").write_bytes(b"not a png")
     out = tmp_path / "out"
-    result = run_cli("data", "shards", str(tmp_path / "images"), "--out", str(out),
-                     "--shard-size", "2")  # fmt: skip
-    assert result.returncode == 2 and result.stdout == ""
-    assert len(result.stderr.strip().splitlines()) == 1
-    assert "broken.png" in result.stderr and "is not an image" in result.stderr
+    code = main(["data", "shards", str(tmp_path / "images"), "--out", str(out),
+                 "--shard-size", "2"])  # fmt: skip
+    printed = capsys.readouterr()
+    assert code == 2 and printed.out == "" and len(printed.err.strip().splitlines()) == 1
+    assert "broken.png" in printed.err and "is not an image" in printed.err
     assert sorted(os.listdir(tmp_path)) == ["images"]  # no shards, no temporary folder
 
 
@@ -128,8 +131,7 @@ def test_counting_without_an_index_equals_the_index(shard_dirs, tmp_path):
     indexed = open_shards(train_urls(shard_dirs))
     assert [s.count for s in counted.shards] == [s.count for s in indexed.shards] == [5, 5, 3]
     assert counted.labels == indexed.labels
-    written = run_cli("data", "index", str(tmp_path / "train-{000000..000002}.tar"))
-    assert written.returncode == 0, written.stderr
+    assert main(["data", "index", str(tmp_path / "train-{000000..000002}.tar")]) == 0
     index = json.loads((tmp_path / INDEX_NAME).read_text())
     assert index["shards"]["train-000001.tar"]["count"] == 5
 
@@ -185,6 +187,10 @@ def test_resuming_at_step_k_continues_the_epoch_in_the_same_order(shard_dirs, wo
             tail = epoch_ids(dataset, world=world, rank=rank, micro=1,
                              accumulation=accumulation, start_step=k)  # fmt: skip
             assert tail == whole[k * accumulation :]
+        # Decoding threads change nothing of the order.
+        threaded = epoch_ids(dataset, world=world, rank=rank, micro=1, accumulation=accumulation,
+                             workers=3)  # fmt: skip
+        assert threaded == whole
 
 
 def test_the_validation_images_equal_the_folders(shard_dirs):
@@ -194,6 +200,17 @@ def test_the_validation_images_equal_the_folders(shard_dirs):
     b = torch.cat(list(eval_loader(shards, batch_size=3)))
     assert torch.equal(a, b) and torch.equal(shards[2], folder[2])
     assert class_names(shards) == class_names(folder)
+
+
+def test_initialisation_from_data_sees_every_sample_once_with_its_label(shard_dirs):
+    dataset = shard_set(shard_dirs)
+    batches = list(init_batches(dataset, seed=0, batch_size=4, workers=2))
+    seen = [i for images, _ in batches for i in ids(images)]
+    labels = [int(y) for _, y in batches for y in y]
+    assert sorted(seen) == list(range(13)) and labels == [i % 2 for i in seen]
+    assert seen != sorted(seen, key=lambda i: (i % 2, i))  # shuffled, not in shard order
+    with pytest.raises(VQBenchError, match="validation shards are also training shards"):
+        check_held_out(dataset, shard_set(shard_dirs))
 
 
 # ---- damage and bad input ----------------------------------------------------------------------
@@ -242,13 +259,14 @@ def test_a_member_that_is_not_an_image_is_one_line(tmp_path):
         open_shards(str(tmp_path / "t-000000.tar"))
 
 
-def test_bad_urls_are_one_line(tmp_path):
+def test_bad_urls_are_one_line(tmp_path, capsys):
     config = small_config("simvq", data={"kind": "webdataset", "resolution": RES})
     del config["data"]["train_size"], config["data"]["val_size"]
-    result = run_cli("train", str(write_config(tmp_path / "c.yaml", config)), "--out",
-                     str(tmp_path / "run"))  # fmt: skip
-    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
-    assert "needs data.urls and data.val_urls" in result.stderr
+    code = main(["train", str(write_config(tmp_path / "c.yaml", config)), "--out",
+                 str(tmp_path / "run")])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "needs data.urls and data.val_urls" in err
     assert not (tmp_path / "run").exists()
     with pytest.raises(VQBenchError, match="does not exist; check data.urls"):
         open_shards(str(tmp_path / "none-{0..1}.tar"))
@@ -269,37 +287,54 @@ def shard_config(base, **train):
     return config
 
 
-def test_training_on_shards_and_on_the_folder_both_run_and_evaluate(shard_dirs, tmp_path):
+#: 3 steps an epoch (13 samples, batch 4); checkpoints at steps 2 and 4, both mid-epoch.
+RUN = {"steps": 5, "checkpoint_every": 2, "keep_checkpoints": 5, "log_every": 1}
+
+
+@pytest.fixture(scope="module")
+def shard_run(shard_dirs, tmp_path_factory):
+    """A run trained and evaluated on the shards, uninterrupted."""
+    base = tmp_path_factory.mktemp("shard_run")
+    config = write_config(base / "run.yaml", shard_config(shard_dirs, **RUN))
+    done = run_cli("train", str(config), "--out", str(base / "run"), "--device", "cpu")
+    assert done.returncode == 0, done.stderr[-2000:]
+    return base / "run"
+
+
+def test_training_on_shards_and_on_the_folder_both_run_evaluate_and_probe(
+    shard_dirs, shard_run, tmp_path
+):
     """Shards and folder hold the same images; the training orders differ (shard order and
-    buffer vs a permutation), so only the evaluated images and their count are equal."""
-    sharded = write_config(tmp_path / "s.yaml", shard_config(shard_dirs, steps=4))
-    config = shard_config(shard_dirs, steps=4)
+    buffer vs a permutation), so the weights differ, while the evaluated images, their count
+    and the probe's classes are the same."""
+    config = shard_config(shard_dirs, **RUN)
     config["data"] = {"kind": "imagefolder", "resolution": RES,
                       "root": str(shard_dirs / "train_images"),
                       "val_root": str(shard_dirs / "val_images")}  # fmt: skip
     folder = write_config(tmp_path / "f.yaml", config)
-    results = {}
-    for name, path in (("shards", sharded), ("folder", folder)):
-        done = run_cli("train", str(path), "--out", str(tmp_path / name), "--device", "cpu")
-        assert done.returncode == 0, done.stderr[-2000:]
-        results[name] = json.loads((tmp_path / name / "eval.json").read_text())
+    done = run_cli("train", str(folder), "--out", str(tmp_path / "folder"), "--device", "cpu")
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = {
+        name: json.loads((path / "eval.json").read_text())
+        for name, path in (("shards", shard_run), ("folder", tmp_path / "folder"))
+    }
     assert results["shards"]["images"] == results["folder"]["images"] == 4
     assert results["shards"]["psnr"] > 0 and 0 < results["shards"]["usage"] <= 1
-    env = json.loads((tmp_path / "shards" / "env.json").read_text())
-    assert env["data"]["images"] == 13
+    assert json.loads((shard_run / "env.json").read_text())["data"]["images"] == 13
+    probe = tmp_path / "probe.yaml"
+    probe.write_text("probe: {batch_size: 4, steps: 2, samples: 2, eval_batch_size: 4, "
+                     "gfid: false, figure_samples: 2}\n")  # fmt: skip
+    done = run_cli("probe", str(shard_run), "--config", str(probe), "--device", "cpu")
+    assert done.returncode == 0, done.stderr[-2000:]
+    probed = json.loads((shard_run / "probe.json").read_text())
+    assert probed["conditioning"] == "class-conditional (2 classes)"
 
 
 def test_a_run_resumed_mid_epoch_ends_with_the_weights_of_an_uninterrupted_one(
-    shard_dirs, tmp_path
+    shard_dirs, shard_run, tmp_path
 ):
-    """3 steps an epoch (13 samples, batch 4); checkpoints at steps 2 and 4, both mid-epoch.
-    The interrupted run is killed while writing checkpoint 4 and resumes from step 2."""
-    config = write_config(
-        tmp_path / "run.yaml",
-        shard_config(shard_dirs, steps=5, checkpoint_every=2, keep_checkpoints=5, log_every=1),
-    )
-    full = run_cli("train", str(config), "--out", str(tmp_path / "full"), "--no-eval")
-    assert full.returncode == 0, full.stderr[-2000:]
+    """The interrupted run is killed while writing checkpoint 4 and resumes from step 2."""
+    config = write_config(tmp_path / "run.yaml", shard_config(shard_dirs, **RUN))
     faults = str(Path(__file__).with_name("faults.py"))  # SIGKILL inside checkpoint 4
     interrupted = run_cli("--plugin", faults, "train", str(config), "--out", str(tmp_path / "cut"),
                           "--no-eval", env={"VQBENCH_KILL_AT": "state.pt#2"})  # fmt: skip
@@ -308,6 +343,6 @@ def test_a_run_resumed_mid_epoch_ends_with_the_weights_of_an_uninterrupted_one(
                       "--no-eval")  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resumed from step-00000002" in resumed.stdout + resumed.stderr
-    a, b = final_weights(tmp_path / "full"), final_weights(tmp_path / "cut")
+    a, b = final_weights(shard_run), final_weights(tmp_path / "cut")
     for key in a:
         assert torch.equal(a[key], b[key]), key

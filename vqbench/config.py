@@ -92,7 +92,7 @@ class DataConfig(Section):
     resolution: PositiveInt = 128
     train_size: PositiveInt | None = None  # embedded only: number of crops
     val_size: PositiveInt | None = None
-    workers: NonNegativeInt = 0
+    workers: NonNegativeInt = 0  # DataLoader processes (webdataset: decoding threads)
     urls: str | None = None  # webdataset only: the training shards
     val_urls: str | None = None  # webdataset only: the validation shards
     shuffle_buffer: PositiveInt = 1000  # webdataset only: samples in the shuffle buffer
