@@ -7,6 +7,7 @@ own colour in its corner pixel, so a decoded batch names the samples it holds.
 
 import json
 import os
+import socket
 import tarfile
 from pathlib import Path
 
@@ -156,7 +157,10 @@ def split_worker(rank: int, port: int, base: str, out: str) -> None:
 
 def test_two_gloo_processes_see_disjoint_samples_whose_union_is_the_epoch(shard_dirs, tmp_path):
     out = tmp_path / "seen.pt"
-    mp.spawn(split_worker, args=(29631, str(shard_dirs), str(out)), nprocs=2, join=True)
+    with socket.socket() as probe:  # a free port for the process group
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    mp.spawn(split_worker, args=(port, str(shard_dirs), str(out)), nprocs=2, join=True)
     ranks = torch.load(out, weights_only=False)
     for epoch in (0, 1):
         per_rank = [r["train"][epoch] for r in ranks]
@@ -228,14 +232,31 @@ def test_a_truncated_shard_is_one_line_naming_the_shard_and_the_member(shard_dir
     urls = copy_shards(shard_dirs, tmp_path / "cut", index)
     shard = tmp_path / "cut" / "train-000001.tar"
     data = shard.read_bytes()
-    with tarfile.open(shard) as tar:  # cut inside the third member's data
-        third = tar.getmembers()[2]
-    shard.write_bytes(data[: third.offset_data + 10])
+    with tarfile.open(shard) as tar:  # cut inside the fourth member's data (an image)
+        third, fourth = tar.getmembers()[2:4]
+    assert fourth.name.endswith(".png") and fourth.size > 100
+    shard.write_bytes(data[: fourth.offset_data + 100])
     with pytest.raises(VQBenchError) as err:
         ShardImages(urls, RES, True, key="data.urls", buffer=4, seed=0)
     message = str(err.value)
     assert "\n" not in message and f"shard '{shard}'" in message
-    assert f"member '{third.name}'" in message
+    assert f"is damaged after member '{third.name}' (unexpected end of data)" in message
+
+
+def test_a_shard_cut_between_members_is_found_by_its_index(shard_dirs, tmp_path):
+    """A tar cut at a member boundary reads as a shorter, valid tar: the index's count (and
+    size) tell it apart."""
+    urls = copy_shards(shard_dirs, tmp_path / "cut")
+    shard = tmp_path / "cut" / "train-000001.tar"
+    with tarfile.open(shard) as tar:
+        fourth, fifth = tar.getmembers()[3:5]
+    shard.write_bytes(shard.read_bytes()[: fifth.offset])
+    with pytest.raises(VQBenchError) as err:
+        open_shards(urls)
+    assert str(err.value).startswith(
+        f"shard '{shard}' holds 2 samples but {INDEX_NAME} says 5 (it was changed or cut short "
+        f"after member '{fourth.name}')"
+    )
 
 
 def test_a_member_that_is_not_an_image_is_one_line(tmp_path):

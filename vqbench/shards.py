@@ -240,6 +240,12 @@ def _indexed(url: str) -> tuple[ShardInfo | None, list[str] | None]:
     entry = index.get("shards", {}).get(path.name)
     if entry is None:
         return None, None
+    if not (isinstance(entry, dict) and isinstance(entry.get("count"), int)
+            and isinstance(entry.get("bytes"), int)):  # fmt: skip
+        raise VQBenchError(
+            f"{INDEX_NAME} beside '{url}' has a damaged record of it; delete the index and "
+            f"write it again with vqbench data index"
+        )
     size = path.stat().st_size if path.is_file() else None
     if size is not None and size != entry["bytes"]:
         for _ in read_shard(url, int(entry["count"])):  # names the member where it breaks
