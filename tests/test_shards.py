@@ -294,6 +294,19 @@ def test_bad_urls_are_one_line(tmp_path, capsys):
     assert expand_urls("a-{0..2}.tar::b.tar") == ["a-0.tar", "a-1.tar", "a-2.tar", "b.tar"]
 
 
+def test_the_shard_settings_are_in_the_fingerprint_and_absent_elsewhere(shard_dirs):
+    from vqbench.config import parse_run_config
+
+    four = parse_run_config(shard_config(shard_dirs, **RUN), "c.yaml")
+    eight = shard_config(shard_dirs, **RUN)
+    eight["data"]["shuffle_buffer"] = 8
+    assert parse_run_config(eight, "c.yaml").fingerprint() != four.fingerprint()
+    folder = small_config("simvq", data={"kind": "imagefolder", "root": "a", "val_root": "b",
+                                         "urls": "x-{0..1}.tar"})  # fmt: skip
+    with pytest.raises(VQBenchError, match="read with data.kind 'webdataset' only"):
+        parse_run_config(folder, "c.yaml")
+
+
 # ---- end to end --------------------------------------------------------------------------------
 def shard_config(base, **train):
     config = small_config(

@@ -632,8 +632,8 @@ def decoded_batches(
         labels = [s.label for s in chunk]
         return images, None if None in labels else torch.tensor(labels)
 
-    chunks = iter(lambda: list(itertools.islice(iterator, size)), [])
     iterator = iter(samples)
+    chunks = iter(lambda: list(itertools.islice(iterator, size)), [])
     if not threads:
         for chunk in chunks:
             yield finish([decode(s) for s in chunk], chunk)
