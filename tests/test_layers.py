@@ -21,7 +21,7 @@ LAYERS = [
     ["errors", "version"],
     ["bounded"],
     ["files", "distributed", "params", "registry", "search", "code_softmax", "kmeans", "timing"],
-    ["lfq_entropy", "estimator", "restart"],
+    ["lfq_entropy", "estimator", "restart", "shards"],
     ["quantizer"],
     ["data", "pretrained", "published"],
     ["models", "losses", "metrics"],

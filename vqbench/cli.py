@@ -1,5 +1,5 @@
 """Command line: `vqbench [--plugin MODULE]... COMMAND` (list, run, report, train, eval, probe,
-fid-stats, site, export, tokenizer)."""
+fid-stats, site, export, tokenizer, data)."""
 
 from __future__ import annotations
 
@@ -301,7 +301,39 @@ def build_parser() -> argparse.ArgumentParser:
     _add_fid_stats(sub, after)
     _add_site(sub, after)
     _add_export(sub, after)
+    _add_data(sub, after)
     return parser
+
+
+def cmd_data_shards(args: argparse.Namespace) -> int:
+    from vqbench.data import write_shards
+
+    images, count = write_shards(args.folder, args.out, args.shard_size, prefix=args.prefix)
+    print(f"vqbench: wrote {images} images in {count} shards to {args.out}")
+    return 0
+
+
+def cmd_data_index(args: argparse.Namespace) -> int:
+    from vqbench.shards import index_shards
+
+    for path in index_shards(args.urls):
+        print(f"vqbench: wrote {path}")
+    return 0
+
+
+def _add_data(sub, after: argparse.ArgumentParser) -> None:
+    """`data shards` and `data index`: WebDataset shards for `data.kind: webdataset`."""
+    p = _command(sub, after, "data", help="write WebDataset shards of an image folder")
+    data = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    s = _command(data, after, "shards", help="an image folder as tar shards plus their index")
+    s.add_argument("folder", help="folder of images (class subfolders become labels)")
+    s.add_argument("--out", required=True, metavar="DIR", help="new folder for the shards")
+    s.add_argument("--shard-size", type=int, required=True, metavar="N", help="images a shard")
+    s.add_argument("--prefix", default="train", help="shard names PREFIX-000000.tar (train)")
+    s.set_defaults(func=cmd_data_shards)
+    s = _command(data, after, "index", help="count local shards and write their index")
+    s.add_argument("urls", help="shard pattern, e.g. 'shards/train-{000000..000146}.tar'")
+    s.set_defaults(func=cmd_data_index)
 
 
 def _add_fid_stats(sub, after: argparse.ArgumentParser) -> None:

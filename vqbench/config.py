@@ -46,7 +46,10 @@ NOT_IN_FINGERPRINT = (
 #: Keys added after runs were recorded: left out of both fingerprints while at their default, so
 #: that the fingerprints of earlier runs (and of configs that do not use them) stay the same.
 OMITTED_AT_DEFAULT = {
-    "optim.schedule": {"kind": "constant", "warmup_steps": 0, "min_lr_ratio": 0.0}
+    "optim.schedule": {"kind": "constant", "warmup_steps": 0, "min_lr_ratio": 0.0},
+    "data.urls": None,
+    "data.val_urls": None,
+    "data.shuffle_buffer": 1000,
 }
 #: Further keys left out of the settings fingerprint: what a comparison varies.
 NOT_IN_SETTINGS = ("quantizer", "seed", "plugins")
@@ -76,7 +79,12 @@ class Section(pydantic.BaseModel):
 
 
 class DataConfig(Section):
-    kind: Literal["embedded", "imagefolder"] = "embedded"
+    """Where the images come from: `embedded` photos, an `imagefolder`, or `webdataset` shards
+    (`urls` / `val_urls`: brace patterns such as `shards/train-{000000..000146}.tar`, read as
+    streams shuffled by shard and through a buffer of `shuffle_buffer` samples:
+    `vqbench.shards`)."""
+
+    kind: Literal["embedded", "imagefolder", "webdataset"] = "embedded"
     root: str | None = None
     val_root: str | None = None
     file_list: str | None = None
@@ -84,7 +92,10 @@ class DataConfig(Section):
     resolution: PositiveInt = 128
     train_size: PositiveInt | None = None  # embedded only: number of crops
     val_size: PositiveInt | None = None
-    workers: NonNegativeInt = 0
+    workers: NonNegativeInt = 0  # DataLoader processes (webdataset: decoding threads)
+    urls: str | None = None  # webdataset only: the training shards
+    val_urls: str | None = None  # webdataset only: the validation shards
+    shuffle_buffer: PositiveInt = 1000  # webdataset only: samples in the shuffle buffer
 
     @pydantic.model_validator(mode="after")
     def _folders_given(self) -> DataConfig:
@@ -92,6 +103,16 @@ class DataConfig(Section):
             raise ValueError(
                 "data.kind 'imagefolder' needs data.root and data.val_root "
                 "(folders of training and validation images)"
+            )
+        if self.kind == "webdataset" and (not self.urls or not self.val_urls):
+            raise ValueError(
+                "data.kind 'webdataset' needs data.urls and data.val_urls (training and "
+                "validation shards, e.g. 'shards/train-{000000..000146}.tar'; write them with "
+                "vqbench data shards)"
+            )
+        if self.kind != "webdataset" and (self.urls or self.val_urls):
+            raise ValueError(
+                "data.urls and data.val_urls are read with data.kind 'webdataset' only"
             )
         return self
 

@@ -1,6 +1,7 @@
-"""Datasets: image folders (ImageNet, COCO, any tree of images) and the embedded photos.
+"""Datasets: image folders (ImageNet, COCO, any tree of images), WebDataset shards of them
+(`ShardImages`, read as streams: `vqbench.shards`) and the embedded photos.
 
-Both yield float32 `(3, res, res)` images in [-1, 1] (`x / 127.5 - 1`), with the protocol's
+All yield float32 `(3, res, res)` images in [-1, 1] (`x / 127.5 - 1`), with the protocol's
 transforms (SPEC section 1): train `Resize(res)` on the shorter side + `RandomCrop(res)`, no
 flip; validation `Resize(res)` + `CenterCrop(res)`.
 """
@@ -8,10 +9,15 @@ flip; validation `Resize(res)` + `CenterCrop(res)`.
 from __future__ import annotations
 
 import hashlib
+import io
+import itertools
 import os
 import random
+import shutil
 import stat
 import warnings
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -20,8 +26,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from vqbench import shards
 from vqbench.errors import VQBenchError
 from vqbench.files import atomic_write_text
+from vqbench.shards import RawSample
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
 
@@ -125,19 +133,21 @@ def rgb_pixels(image) -> np.ndarray:
     return np.asarray(image.convert("RGB"))
 
 
-def read_rgb(path: Path) -> torch.Tensor:
-    """uint8 `(3, H, W)` of an image file; a damaged file is one line naming it and the fix."""
+def read_rgb(path: Path | io.BytesIO, name: str | None = None) -> torch.Tensor:
+    """uint8 `(3, H, W)` of an image file (or of its bytes, called `name` in messages); a
+    damaged file is one line naming it and the fix."""
     from PIL import Image
 
+    name = name or f"image '{path}'"
     try:
         with Image.open(path) as image:
             pixels = rgb_pixels(image)
     except VQBenchError as err:
-        raise VQBenchError(f"image '{path}': {err}; convert it to RGB") from None
+        raise VQBenchError(f"{name}: {err}; convert it to RGB") from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise VQBenchError(
-            f"image '{path}' cannot be decoded ({reason}); replace it with a readable copy "
+            f"{name} cannot be decoded ({reason}); replace it with a readable copy "
             f"(removing it changes the data: start the run over), then run again"
         ) from None
     pixels = np.require(pixels, np.uint8, ["C_CONTIGUOUS", "WRITEABLE"])
@@ -286,6 +296,14 @@ class ImageFolder(Dataset):
 def check_held_out(train: Dataset, val: Dataset) -> None:
     """No validation image is also a training image (same path): a benchmark evaluates on
     held-out images (`vqbench eval --split train` measures the training images)."""
+    if isinstance(train, ShardImages) and isinstance(val, ShardImages):
+        shared = sorted(set(train.shards.urls) & set(val.shards.urls))
+        if shared:
+            raise VQBenchError(
+                f"{len(shared)} validation shards are also training shards (e.g. "
+                f"'{shared[0]}'); point data.val_urls at held-out shards"
+            )
+        return
     if not (isinstance(train, ImageFolder) and isinstance(val, ImageFolder)):
         return
     seen = {os.path.abspath(p) for p in train.paths}
@@ -300,7 +318,10 @@ def check_held_out(train: Dataset, val: Dataset) -> None:
 def data_digest(dataset: Dataset) -> dict[str, Any] | None:
     """How many images an image folder lists and a hash of which (paths relative to its root),
     recorded at a run's first start so that a resumed run can tell it trains on the same
-    images (None for the embedded photos, which the config determines)."""
+    images (None for the embedded photos, which the config determines). For shards: how many
+    samples and a hash of the shard names and sizes."""
+    if isinstance(dataset, ShardImages):
+        return {"images": len(dataset), "listing": dataset.shards.digest()}
     if not isinstance(dataset, ImageFolder):
         return None
     prefix = str(dataset.root) + os.sep
@@ -310,8 +331,30 @@ def data_digest(dataset: Dataset) -> dict[str, Any] | None:
 
 
 def class_labels(dataset: Dataset) -> list[int] | None:
-    """The class of each image where the dataset has classes (image folders), else None."""
+    """The class of each image where the dataset has classes (image folders, shards with `cls`
+    fields), else None."""
     return getattr(dataset, "labels", None)
+
+
+def class_names(dataset: Dataset) -> list[str] | None:
+    """The class name of each image (its folder under the root; for shards, the index's name
+    of its `cls` value, else the value), or None where the data has no labels."""
+    if isinstance(dataset, ShardImages):
+        return dataset.class_names()
+    if not isinstance(dataset, ImageFolder):
+        return None
+    return [p.parent.relative_to(dataset.root).as_posix() for p in dataset.paths]
+
+
+def init_batches(dataset: Dataset, seed: int, batch_size: int, workers: int = 0):
+    """`(images, labels or None)` batches for a quantizer's initialisation from data: the
+    seeded, class-balanced order (`balanced_order`) of an indexable dataset; for shards, which
+    are read as streams, every sample in a seeded order (the training order of an "epoch -1"
+    on one process), class-balanced only in expectation."""
+    if isinstance(dataset, ShardImages):
+        return dataset.init_batches(seed, batch_size, workers)
+    order = balanced_order(class_labels(dataset), len(dataset), seed)
+    return labelled_batches(dataset, order, batch_size, workers)
 
 
 def balanced_order(labels: list[int] | None, size: int, seed: int) -> list[int]:
@@ -441,16 +484,25 @@ def build_dataset(
     file_list: str | None = None,
     size: int | None = None,
     seed: int = 0,
+    urls: str | None = None,
+    shuffle_buffer: int = 1000,
 ):
     if kind == "embedded":
         return EmbeddedPhotos(resolution, train, size=size, seed=seed)
+    if kind == "webdataset":
+        key = "data.urls" if train else "data.val_urls"
+        if urls is None:
+            raise VQBenchError(f"{key} is required for kind 'webdataset'; set it to the shards")
+        return ShardImages(urls, resolution, train, key=key, buffer=shuffle_buffer, seed=seed)
     if kind == "imagefolder":
         if root is None:
             raise VQBenchError(
                 "data.root is required for kind 'imagefolder'; set it to a folder of images"
             )
         return ImageFolder(root, resolution, train, file_list=file_list)
-    raise VQBenchError(f"unknown dataset kind '{kind}'; use 'embedded' or 'imagefolder'")
+    raise VQBenchError(
+        f"unknown dataset kind '{kind}'; use 'embedded', 'imagefolder' or 'webdataset'"
+    )
 
 
 def build_split(data, *, train: bool, seed: int = 0):
@@ -463,6 +515,8 @@ def build_split(data, *, train: bool, seed: int = 0):
         file_list=data.file_list if train else data.val_file_list,
         size=data.train_size if train else data.val_size,
         seed=seed,
+        urls=data.urls if train else data.val_urls,
+        shuffle_buffer=data.shuffle_buffer,
     )
 
 
@@ -518,7 +572,10 @@ def shard_indices(size: int, world: int, rank: int) -> list[int]:
 def train_loader(
     dataset: Dataset, sampler: EpochBatches, *, workers: int = 0, device: torch.device | None = None
 ) -> DataLoader:
-    """The epoch's micro-batches, with worker processes and pinned memory on CUDA."""
+    """The epoch's micro-batches, with worker processes and pinned memory on CUDA (shards:
+    read in this process, decoded by `workers` threads)."""
+    if isinstance(dataset, ShardImages):
+        return dataset.epoch_batches(sampler, threads=workers)
     return DataLoader(
         dataset,
         batch_sampler=sampler,
@@ -536,7 +593,10 @@ def eval_loader(
     workers: int = 0,
     device: torch.device | None = None,
 ) -> DataLoader:
-    """This process's share of a split, in order, every image once over all processes."""
+    """This process's share of a split, in order, every image once over all processes:
+    images r, r + W, r + 2W, ... of process r (W processes)."""
+    if isinstance(dataset, ShardImages):
+        return dataset.eval_batches(batch_size, world=world, rank=rank, threads=workers)
     subset = torch.utils.data.Subset(dataset, shard_indices(len(dataset), world, rank))
     return DataLoader(
         subset,
@@ -545,3 +605,191 @@ def eval_loader(
         num_workers=workers,
         pin_memory=device is not None and device.type == "cuda",
     )
+
+
+# ---- WebDataset shards -------------------------------------------------------------------------
+def crop_seed(seed: int, stream: str, position: int) -> int:
+    """The seed of one sample's random crop: (run seed, stream, position in the stream)."""
+    digest = hashlib.sha256(f"vqbench-crop/{seed}/{stream}/{position}".encode()).digest()
+    return int.from_bytes(digest[:8], "little")
+
+
+def decoded_batches(
+    samples: Iterable[RawSample],
+    size: int,
+    decode: Callable[[RawSample], torch.Tensor],
+    threads: int = 0,
+    with_labels: bool = False,
+) -> Iterator[Any]:
+    """Batches of `size` decoded samples (the last may be shorter), in order. With `threads`,
+    images are decoded by a thread pool (Pillow and torch release the GIL) while the stream is
+    read ahead by at most two batches; without, in this thread."""
+
+    def finish(batch: list[Any], chunk: list[RawSample]):
+        images = torch.stack([b.result() if threads else b for b in batch])
+        if not with_labels:
+            return images
+        labels = [s.label for s in chunk]
+        return images, None if None in labels else torch.tensor(labels)
+
+    iterator = iter(samples)
+    chunks = iter(lambda: list(itertools.islice(iterator, size)), [])
+    if not threads:
+        for chunk in chunks:
+            yield finish([decode(s) for s in chunk], chunk)
+        return
+    pending: deque = deque()
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        try:
+            for chunk in chunks:
+                pending.append(([pool.submit(decode, s) for s in chunk], chunk))
+                if len(pending) > 2:
+                    yield finish(*pending.popleft())
+            while pending:
+                yield finish(*pending.popleft())
+        finally:
+            for futures, _ in pending:
+                for future in futures:
+                    future.cancel()
+
+
+class ShardImages:
+    """A split stored as WebDataset shards (`vqbench.shards`), read as streams.
+
+    The same decoding, checks and transforms as `ImageFolder` (a member that cannot be decoded
+    is one line naming the shard and the member), except that the training crop's offsets are
+    drawn from a generator seeded by (seed, epoch, position) rather than from torch's global
+    one, so that a resumed epoch crops its images as an uninterrupted one did. `len` is the
+    number of samples (from the shards' index, or counted); `dataset[i]` reads the shards from
+    the start up to sample i, which suits the first few images only (the figure strip).
+    """
+
+    def __init__(
+        self, urls: str, resolution: int, train: bool, *, key: str, buffer: int, seed: int
+    ) -> None:
+        from torchvision.transforms import v2
+
+        self.resolution, self.train, self.buffer, self.seed = resolution, train, buffer, seed
+        self.shards = shards.open_shards(urls, key)
+        #: Class of each sample in URL order (the `cls` fields), None where some shard has none.
+        self.labels = self.shards.labels
+        self._resize = v2.Resize(resolution, antialias=True)
+        self._centre = v2.CenterCrop(resolution)
+
+    def __len__(self) -> int:
+        return self.shards.total
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        samples = shards.strided_samples(self.shards, 1, 0)
+        sample = next(itertools.islice(samples, index, None))
+        samples.close()
+        return self.decode(sample, crop_seed(self.seed, "item", index))
+
+    def class_names(self) -> list[str] | None:
+        if self.labels is None:
+            return None
+        names = self.shards.classes or []
+        return [names[i] if 0 <= i < len(names) else str(i) for i in self.labels]
+
+    def decode(self, sample: RawSample, seed: int) -> torch.Tensor:
+        """The sample's image, resized and cropped (random crop from `seed` when training)."""
+        name = f"shard '{sample.url}' member '{sample.member}'"
+        image = self._resize(read_rgb(io.BytesIO(sample.data), name))
+        if not self.train:
+            return to_model_range(self._centre(image))
+        r, (h, w) = self.resolution, image.shape[1:]
+        rng = random.Random(seed)  # RandomCrop's offsets: uniform over the valid positions
+        top, left = rng.randint(0, h - r), rng.randint(0, w - r)
+        return to_model_range(image[:, top : top + r, left : left + r])
+
+    def epoch_batches(self, sampler: EpochBatches, threads: int = 0) -> Iterator[torch.Tensor]:
+        """This process's micro-batches of the sampler's epoch from its `start_step` on:
+        `steps x micro x accumulation` samples of its share (`shards.process_samples`), those
+        of earlier steps skipped (read, not decoded)."""
+        s = sampler
+        per_step = s.micro * s.accumulation
+        stream = shards.process_samples(
+            self.shards, seed=s.seed, epoch=s.epoch, world=s.world, rank=s.rank, buffer=self.buffer
+        )
+        stream = itertools.islice(stream, s.start_step * per_step, s.steps * per_step)
+        tag = f"epoch{s.epoch}"
+        return decoded_batches(
+            stream, s.micro, lambda x: self.decode(x, crop_seed(s.seed, tag, x.position)), threads
+        )
+
+    def eval_batches(
+        self, batch_size: int, *, world: int, rank: int, threads: int = 0
+    ) -> Iterator[torch.Tensor]:
+        """Samples rank, rank + world, ... in URL and tar order, in batches."""
+        stream = shards.strided_samples(self.shards, world, rank)
+        return decoded_batches(
+            stream, batch_size, lambda x: self.decode(x, crop_seed(self.seed, "eval", x.position)),
+            threads,
+        )  # fmt: skip
+
+    def init_batches(self, seed: int, batch_size: int, threads: int = 0):
+        """Every sample once, in the training order of an epoch -1 on one process, with labels."""
+        stream = shards.process_samples(
+            self.shards, seed=seed, epoch=-1, world=1, rank=0, buffer=self.buffer
+        )
+        return decoded_batches(
+            stream, batch_size, lambda x: self.decode(x, crop_seed(seed, "init", x.position)),
+            threads, with_labels=True,
+        )  # fmt: skip
+
+
+def write_shards(folder: str | Path, out: str | Path, shard_size: int, prefix: str = "train"):
+    """`vqbench data shards`: an image folder as WebDataset shards `{prefix}-000000.tar`, ...
+    of `shard_size` samples each, plus their index (`shards.INDEX_NAME`: counts, classes).
+
+    The images are listed and checked as the folder loader does (`list_images`,
+    `check_images`: a bad image is one line naming it), sorted; sample i is `{i:09d}.{ext}`
+    (the file's bytes as they are) with `{i:09d}.cls` (its class: the index of its folder among
+    the sorted folders, named in the index). Written into a temporary folder renamed to `out`
+    at the end, so `out` is whole or absent; the same folder gives identical bytes.
+    Returns (images, shards).
+    """
+    root, out = Path(folder), Path(out)
+    if shard_size <= 0:
+        raise VQBenchError(f"--shard-size {shard_size} must be a positive number of images")
+    if not root.is_dir():
+        what = "is a file, not a folder" if root.exists() else "does not exist"
+        raise VQBenchError(f"image folder '{root}' {what}; give a folder of images")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise VQBenchError(f"--out '{out}' exists and is not empty; choose a new folder")
+    paths = list_images(root)
+    if not paths:
+        raise VQBenchError(f"image folder '{root}' holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+    check_images(paths, f"'{root}'")
+    folders = sorted({p.parent for p in paths})
+    label_of = {f: i for i, f in enumerate(folders)}
+    classes = [f.relative_to(root).as_posix() for f in folders]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        infos = []
+        for n, start in enumerate(range(0, len(paths), shard_size)):
+            chunk = paths[start : start + shard_size]
+            samples = (
+                {
+                    "__key__": f"{start + i:09d}",
+                    p.suffix.lower().lstrip("."): p.read_bytes(),
+                    "cls": str(label_of[p.parent]).encode(),
+                }
+                for i, p in enumerate(chunk)
+            )
+            shard = tmp / f"{prefix}-{n:06d}.tar"
+            count = shards.write_tar(shard, samples)
+            infos.append(shards.ShardInfo(str(shard), count, [label_of[p.parent] for p in chunk]))
+        shards.write_index(tmp, shards.index_entries(infos), classes)
+        if out.exists():
+            out.rmdir()
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return len(paths), len(infos)

@@ -38,7 +38,7 @@ from vqbench import distributed
 from vqbench.bounded import check_fits
 from vqbench.build import find_run, load_trained, run_config
 from vqbench.config import ProbeConfig, RunConfig, parse_probe_config, read_yaml
-from vqbench.data import EpochBatches, ImageFolder, build_split, eval_loader, shard_indices
+from vqbench.data import EpochBatches, build_split, class_names, eval_loader, shard_indices
 from vqbench.errors import VQBenchError
 from vqbench.files import atomic_write, read_json
 from vqbench.metrics import FIDStatistics, SampleFID, Unavailable, usage_from_counts
@@ -92,10 +92,9 @@ class TokenSet:
 
 
 def folder_classes(dataset) -> list[str] | None:
-    """Class of each image: its folder under the root; None when the data has no labels."""
-    if not isinstance(dataset, ImageFolder):
-        return None
-    return [p.parent.relative_to(dataset.root).as_posix() for p in dataset.paths]
+    """Class of each image: its folder under the root (shards: their `cls` field); None when
+    the data has no labels."""
+    return class_names(dataset)
 
 
 @torch.no_grad()

@@ -67,14 +67,18 @@ def check_paths(runs: list[ExpandedRun]) -> None:
 
 
 def check_data(runs: list[ExpandedRun]) -> None:
-    """Every image folder a run needs exists and holds readable, held-out images: each distinct
-    `data` section is read (headers only) before anything is trained."""
+    """Every image folder (or set of shards) a run needs exists and holds readable, held-out
+    images: each distinct `data` section is read (headers only; shards: their index) before
+    anything is trained."""
     seen = set()
     for run in runs:
         data = run.config.data
-        if data.kind != "imagefolder" or data.model_dump_json() in seen:
+        if data.kind == "embedded" or data.model_dump_json() in seen:
             continue
         seen.add(data.model_dump_json())
+        if data.kind == "webdataset":  # the shards exist, are sized, and are held out
+            check_held_out(build_split(data, train=True), build_split(data, train=False))
+            continue
         for key, folder in (("root", data.root), ("val_root", data.val_root)):
             if not Path(folder).is_dir():
                 raise VQBenchError(

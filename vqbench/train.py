@@ -46,12 +46,10 @@ from vqbench.checkpoint import (
 from vqbench.config import RunConfig
 from vqbench.data import (
     EpochBatches,
-    balanced_order,
     build_split,
     check_held_out,
-    class_labels,
     data_digest,
-    labelled_batches,
+    init_batches,
     train_loader,
 )
 from vqbench.errors import VQBenchError
@@ -110,7 +108,7 @@ def plan_run(config: RunConfig, world: distributed.World) -> Plan:
             f"train.batch_size={c.batch_size} exceeds the {len(dataset)} "
             f"training images; lower it or add data"
         )
-    if config.data.kind == "imagefolder":  # the validation folder too, before writing
+    if config.data.kind in ("imagefolder", "webdataset"):  # the validation split too
         check_held_out(dataset, build_split(config.data, train=False))
     total = c.steps if c.steps is not None else c.epochs * steps_per_epoch
     return Plan(dataset, micro, accumulation, steps_per_epoch, total)
@@ -333,9 +331,8 @@ class Trainer:
         quantizer = self.state.model.quantizer
         if quantizer.initialises_from_data:  # a seeded, class-balanced random sample
             seed = self.config.seed
-            order = balanced_order(class_labels(plan.dataset), len(plan.dataset), seed)
             batch = max(plan.micro, 64)
-            batches = labelled_batches(plan.dataset, order, batch, self.config.data.workers)
+            batches = init_batches(plan.dataset, seed, batch, self.config.data.workers)
             info = quantizer.init_from_data(batches)
             log.info(f"quantizer initialised from data: {info}")
             self.state.ema.reset(self.state.model)  # the EMA starts from the initialised model
