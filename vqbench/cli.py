@@ -237,7 +237,7 @@ def print_probe(title: str, results: dict) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from vqbench.runner import check_paths, describe, run_suite
+    from vqbench.runner import check_paths, check_tokenizer_paths, describe, run_suite
     from vqbench.suite import load_suite
     from vqbench.train import TrainingDiverged
 
@@ -262,9 +262,13 @@ def cmd_run(args: argparse.Namespace) -> int:
                 tablefmt="github",
             )
         )
+        for t in suite.tokenizers:
+            spec = t.config.tokenizer
+            print(f"published: {t.name} ({spec.adapter}, {spec.checkpoint}, block {t.block})")
         if suite.probe is not None:
             print(f"then a probe of every run: {suite.probe.describe()}")
         check_paths(suite.runs)  # after the plan: a missing folder fails the dry run (exit 2)
+        check_tokenizer_paths(suite.tokenizers)
         return 0
     try:
         run_suite(

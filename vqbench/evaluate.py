@@ -79,8 +79,9 @@ class Evaluand:
 
 
 def evaluand_of(model: Autoencoder | ImageTokenizer) -> Evaluand:
-    """A trained autoencoder (its forward pass, its quantizer's codes) or any `ImageTokenizer`
-    (`decode(encode(x))`; `independent_groups()` where the tokenizer has it)."""
+    """A trained autoencoder (its forward pass, its quantizer's codes) or an `ImageTokenizer`
+    that is a torch module (a `PublishedTokenizer`, an exported `Tokenizer`): `decode(encode(x))`,
+    codebook size the product of `index_sizes()`, `independent_groups()` where it has one."""
     if isinstance(model, Autoencoder):
         q = model.quantizer
 
