@@ -164,8 +164,33 @@ def test_another_tokenizers_folder_is_not_overwritten_without_force(tmp_path, se
     assert evaluate(tmp_path, settings) == 0
     assert evaluate(tmp_path, settings) == 0  # the same tokenizer: evaluated again
     assert evaluate(tmp_path, settings, stages=2) == 2
-    assert "holds the evaluation of another tokenizer" in capsys.readouterr().err
+    assert "holds another evaluation" in capsys.readouterr().err
     assert evaluate(tmp_path, settings, "--force", stages=2) == 0
+
+
+def test_image_folders_and_a_probe_that_needs_training_images(tmp_path, capsys):
+    from PIL import Image
+
+    generator = np.random.default_rng(0)
+    for folder in ("val", "train"):
+        (tmp_path / folder).mkdir()
+        for i in range(3):
+            pixels = generator.integers(0, 256, (20, 24, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(tmp_path / folder / f"{i}.png")
+    ckpt = str(write_checkpoint(tmp_path / "pool.pt"))
+    base = ["eval", "--tokenizer", NAME, "--checkpoint", ckpt, "--data", str(tmp_path / "val")]
+    assert main([*base, "--out", str(tmp_path / "alone")]) == 0
+    result = json.loads((tmp_path / "alone" / "eval.json").read_text())
+    assert result["images"] == 3  # at the tokenizer's resolution (16), centre-cropped
+    assert main(["probe", str(tmp_path / "alone")]) == 2
+    assert "the probe trains its prior on training images" in capsys.readouterr().err
+    train = ["--train-data", str(tmp_path / "train"), "--resolution", "8"]
+    assert main([*base, *train, "--out", str(tmp_path / "both")]) == 0
+    recorded = yaml.safe_load((tmp_path / "both" / "published.yaml").read_text())
+    assert (
+        recorded["data"]["root"] == str(tmp_path / "train") and recorded["data"]["resolution"] == 8
+    )
+    assert recorded["checkpoint_sha256"] == result["checkpoint_sha256"]
 
 
 def test_the_protocol_seam_passes_the_name_or_says_there_is_none():

@@ -320,7 +320,7 @@ def evaluate_published(
             f"checkpoint '{spec.checkpoint}' does not exist; give the released weights file"
         )
     sha256 = file_sha256(spec.checkpoint)
-    check_out_folder(out, tokenizer_fingerprint(spec, sha256), force)
+    check_out_folder(out, tokenizer_fingerprint(config, sha256), force)
     tokenizer = load_tokenizer(spec).to(world.device)
     check_resolution(config.data.resolution, tokenizer.downsampling)
     run = record(out, config, sha256) if world.is_main else RunDir(out)

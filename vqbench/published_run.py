@@ -3,7 +3,7 @@
 
     published.yaml  the tokenizer (adapter, checkpoint file, options, trust), the data and
                     evaluation settings it was measured under, and the checkpoint's sha256
-    fingerprint     hash of the adapter, the checkpoint's bytes and the options
+    fingerprint     hash of the adapter, the checkpoint's bytes, the options, data and seed
     eval.json       the same keys as a trained run's, plus `tokenizer`, `checkpoint_sha256`,
                     `source` and `options`
     figures.json, reconstructions.png, probe.json, probe-samples.png   as in a run folder
@@ -101,9 +101,12 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def tokenizer_fingerprint(spec: TokenizerSpec, sha256: str) -> str:
-    """What the tokenizer's outputs depend on: adapter, the checkpoint's bytes, the options."""
-    key = [spec.adapter, sha256, spec.options]
+def tokenizer_fingerprint(config: PublishedConfig, sha256: str) -> str:
+    """What the folder's tokens depend on: the adapter, the checkpoint's bytes, the options,
+    the images (`data`) and the seed (the embedded photos' crops); as a trained run's
+    fingerprint, not the evaluation settings."""
+    spec = config.tokenizer
+    key = [spec.adapter, sha256, spec.options, config.data.model_dump(mode="json"), config.seed]
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -141,8 +144,9 @@ def check_out_folder(out: Path, fingerprint: str, force: bool) -> None:
     theirs = RunDir(out).recorded_fingerprint()
     if theirs is not None and theirs != fingerprint:
         raise VQBenchError(
-            f"'{out}' holds the evaluation of another tokenizer (fingerprint {theirs}, this one "
-            f"{fingerprint}); give another --out or pass --force to replace it"
+            f"'{out}' holds another evaluation (another tokenizer, checkpoint, options or data: "
+            f"fingerprint {theirs}, this one {fingerprint}); give another --out or pass --force "
+            f"to replace it"
         )
     if theirs is None and any(out.iterdir()):
         raise VQBenchError(f"'{out}' is not empty; give a new or empty --out (or --force)")
@@ -154,7 +158,7 @@ def record(out: Path, config: PublishedConfig, sha256: str) -> RunDir:
     out.mkdir(parents=True, exist_ok=True)
     data = {**config.model_dump(mode="json"), "checkpoint_sha256": sha256}
     atomic_write_text(out / SPEC_FILE, yaml.safe_dump(data, sort_keys=False))
-    atomic_write_text(out / "fingerprint", tokenizer_fingerprint(config.tokenizer, sha256) + "\n")
+    atomic_write_text(out / "fingerprint", tokenizer_fingerprint(config, sha256) + "\n")
     record_plugins(out)
     return RunDir(out)
 

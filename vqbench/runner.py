@@ -190,7 +190,7 @@ def tokenizer_is_complete(run: RunDir, expanded: ExpandedTokenizer) -> bool:
         return False
     sha256 = file_sha256(expanded.config.tokenizer.checkpoint)
     return (
-        run.recorded_fingerprint() == tokenizer_fingerprint(expanded.config.tokenizer, sha256)
+        run.recorded_fingerprint() == tokenizer_fingerprint(expanded.config, sha256)
         and read_published(run.path) == expanded.config
     )
 
