@@ -193,6 +193,20 @@ def test_image_folders_and_a_probe_that_needs_training_images(tmp_path, capsys):
     assert recorded["checkpoint_sha256"] == result["checkpoint_sha256"]
 
 
+def test_a_pickled_checkpoint_needs_trust(tmp_path, settings, capsys):
+    import argparse
+
+    ckpt = tmp_path / "pickled.ckpt"
+    torch.save({"model": {"palettes": palettes()}, "hparams": argparse.Namespace(a=1)}, ckpt)
+    args = ["eval", "--tokenizer", NAME, "--checkpoint", str(ckpt), "--config", str(settings)]
+    assert main([*args, "--out", str(tmp_path / "out")]) == 2
+    assert "pass --trust-checkpoint" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+    assert main([*args, "--out", str(tmp_path / "out"), "--trust-checkpoint"]) == 0
+    recorded = yaml.safe_load((tmp_path / "out" / "published.yaml").read_text())
+    assert recorded["tokenizer"]["trust"] is True
+
+
 def test_the_protocol_seam_passes_the_name_or_says_there_is_none():
     from vqbench.config import EvalConfig
 
