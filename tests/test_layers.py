@@ -27,7 +27,7 @@ LAYERS = [
     ["models", "losses", "metrics"],
     ["config"],
     ["rundir", "checkpoint"],
-    ["build"],
+    ["build", "published_run"],
     ["evaluate", "tokenizer"],
     ["train", "export"],
     ["prior"],

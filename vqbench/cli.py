@@ -105,9 +105,27 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+#: `vqbench eval` flags that belong to a published tokenizer's evaluation (`--tokenizer`).
+PUBLISHED_FLAGS = (
+    "checkpoint", "option", "trust_checkpoint", "config", "data", "train_data", "resolution",
+    "out", "protocol", "force",
+)  # fmt: skip
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from vqbench.evaluate import evaluate_run, write_figures_only
 
+    if args.tokenizer is not None:
+        return cmd_eval_published(args)
+    given = [f for f in PUBLISHED_FLAGS if getattr(args, f) not in (None, False, [])]
+    if given:
+        flag = "--" + given[0].replace("_", "-")
+        raise VQBenchError(f"{flag} goes with --tokenizer NAME (a published tokenizer); drop it")
+    if args.run is None:
+        raise VQBenchError(
+            "give a run directory, or a published tokenizer: --tokenizer NAME --checkpoint FILE "
+            "--data DIR --out DIR"
+        )
     if args.figures_only:
         if args.resample or args.extend or args.split != "val":
             raise VQBenchError(
@@ -126,6 +144,41 @@ def cmd_eval(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     print_results(str(out), results)
+    return 0
+
+
+def cmd_eval_published(args: argparse.Namespace) -> int:
+    """`vqbench eval --tokenizer NAME --checkpoint FILE ... --out DIR`."""
+    from vqbench.evaluate import evaluate_published
+    from vqbench.published_run import published_config
+
+    for flag, wrong in (
+        ("RUN", args.run is not None),
+        ("--split", args.split != "val"),
+        ("--resample", args.resample is not None),
+        ("--extend", args.extend is not None),
+        ("--figures-only", args.figures_only),
+    ):
+        if wrong:
+            raise VQBenchError(f"{flag} is for trained runs; drop it with --tokenizer")
+    for flag in ("checkpoint", "out"):
+        if getattr(args, flag) is None:
+            raise VQBenchError(f"--tokenizer needs --{flag} (e.g. --{flag} {flag.upper()})")
+    config = published_config(
+        args.tokenizer,
+        args.checkpoint,
+        options=args.option,
+        trust=args.trust_checkpoint,
+        config_file=args.config,
+        data=args.data,
+        train_data=args.train_data,
+        resolution=args.resolution,
+        protocol=args.protocol,
+        name=Path(args.out).name,
+    )
+    out, results = evaluate_published(config, args.out, device=args.device, force=args.force)
+    if distributed.is_main_process():
+        print_results(str(out), {k: v for k, v in results.items() if k != "options"})
     return 0
 
 
@@ -150,11 +203,10 @@ def cmd_fid_stats(args: argparse.Namespace) -> int:
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
-    from vqbench.build import find_run
     from vqbench.config import read_yaml
-    from vqbench.probe import default_probe_config, parse_probe_config, probe_run
+    from vqbench.probe import default_probe_config, find_evaluated, parse_probe_config, probe_run
 
-    run, _ = find_run(args.run)
+    run = find_evaluated(args.run)
     if args.config:
         probe, source = parse_probe_config(read_yaml(args.config), args.config), args.config
     else:
@@ -185,7 +237,7 @@ def print_probe(title: str, results: dict) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from vqbench.runner import check_paths, describe, run_suite
+    from vqbench.runner import check_paths, check_tokenizer_paths, describe, run_suite
     from vqbench.suite import load_suite
     from vqbench.train import TrainingDiverged
 
@@ -210,9 +262,13 @@ def cmd_run(args: argparse.Namespace) -> int:
                 tablefmt="github",
             )
         )
+        for t in suite.tokenizers:
+            spec = t.config.tokenizer
+            print(f"published: {t.name} ({spec.adapter}, {spec.checkpoint}, block {t.block})")
         if suite.probe is not None:
             print(f"then a probe of every run: {suite.probe.describe()}")
         check_paths(suite.runs)  # after the plan: a missing folder fails the dry run (exit 2)
+        check_tokenizer_paths(suite.tokenizers)
         return 0
     try:
         run_suite(
@@ -407,8 +463,14 @@ def _add_run_report_train(sub, after: argparse.ArgumentParser) -> None:
 
 def _add_eval_probe(sub, after: argparse.ArgumentParser) -> None:
     """`eval` and `probe`."""
-    p = _command(sub, after, "eval", help="evaluate a trained run on its validation split")
-    p.add_argument("run", help="run directory or checkpoint folder")
+    p = _command(
+        sub,
+        after,
+        "eval",
+        help="evaluate a trained run on its validation split, or a published tokenizer "
+        "(--tokenizer NAME --checkpoint FILE)",
+    )
+    p.add_argument("run", nargs="?", help="run directory or checkpoint folder")
     p.add_argument("--split", choices=["val", "train"], default="val")
     ops = p.add_mutually_exclusive_group()
     ops.add_argument(
@@ -431,6 +493,7 @@ def _add_eval_probe(sub, after: argparse.ArgumentParser) -> None:
         "e.g. for runs evaluated by an earlier version; eval.json is left as it is",
     )
     p.add_argument("--device")
+    _add_published_eval(p)
     p.set_defaults(func=cmd_eval)
     p = _command(
         sub,
@@ -438,7 +501,9 @@ def _add_eval_probe(sub, after: argparse.ArgumentParser) -> None:
         "probe",
         help="train a small autoregressive prior on a run's tokens; bits/token, gFID",
     )
-    p.add_argument("run", help="run directory (or checkpoint folder)")
+    p.add_argument(
+        "run", help="run directory (or checkpoint folder), or a folder of vqbench eval --tokenizer"
+    )
     p.add_argument(
         "--config",
         metavar="FILE",
@@ -451,6 +516,40 @@ def _add_eval_probe(sub, after: argparse.ArgumentParser) -> None:
     p.add_argument("--device")
     p.add_argument("--force", action="store_true", help="redo seeds that finished earlier")
     p.set_defaults(func=cmd_probe)
+
+
+def _add_published_eval(p: argparse.ArgumentParser) -> None:
+    """`eval --tokenizer NAME --checkpoint FILE ...`: a published tokenizer, no run folder."""
+    g = p.add_argument_group("a published tokenizer (instead of RUN)")
+    g.add_argument("--tokenizer", metavar="NAME", help="adapter name (vqbench.tokenizers)")
+    g.add_argument("--checkpoint", metavar="FILE", help="the released weights file")
+    g.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an adapter option (value read as YAML); repeatable",
+    )
+    g.add_argument(
+        "--trust-checkpoint",
+        action="store_true",
+        help="allow a checkpoint holding pickled Python objects (it runs code when loaded)",
+    )
+    g.add_argument(
+        "--config",
+        metavar="FILE",
+        help="data and eval settings: a run config, or a suite file (its shared: section)",
+    )
+    g.add_argument(
+        "--data", metavar="DIR", help="validation images (a folder), or 'embedded' (the photos)"
+    )
+    g.add_argument("--train-data", metavar="DIR", help="training images (for a later probe)")
+    g.add_argument(
+        "--resolution", type=int, metavar="N", help="image size (default: the tokenizer's)"
+    )
+    g.add_argument("--out", metavar="DIR", help="folder for eval.json and the figures' data")
+    g.add_argument("--protocol", metavar="NAME", help="a named evaluation protocol (eval.protocol)")
+    g.add_argument("--force", action="store_true", help="replace another tokenizer's results")
 
 
 def cmd_site(args: argparse.Namespace) -> int:

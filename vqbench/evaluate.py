@@ -1,4 +1,5 @@
-"""Evaluation of a trained run on its validation split (SPEC section 4).
+"""Evaluation of a trained run, or of a published tokenizer, on a validation split (SPEC
+section 4).
 
 Codebook usage and perplexity (per group where the quantizer has groups), PSNR (per image, and
 SimVQ's per-batch variant), SSIM, LPIPS and rFID, each accumulated over the whole split and
@@ -9,10 +10,17 @@ can do them. Evaluating the trained codebook also writes what the report's figur
 weights (`write_figure_data`: `figures.json` and `reconstructions.png`), so that a report is
 drawn from the run folders alone, without a model, weights or a torch device;
 `vqbench eval RUN --figures-only` writes just these for runs evaluated before they existed.
+
+Trained runs and published tokenizers (`evaluate_published`, any `ImageTokenizer`) go through
+one metric loop, `evaluate_split`: all it asks of either is an `Evaluand` (reconstructions and
+indices of a batch, the sizes of the index components).
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +35,16 @@ from vqbench.data import ImageFolder, build_split, eval_loader
 from vqbench.errors import VQBenchError
 from vqbench.files import atomic_write, atomic_write_json
 from vqbench.metrics import FID, FIDStatistics, SampleFID, Unavailable, build_metrics
-from vqbench.models import Autoencoder
+from vqbench.models import Autoencoder, check_resolution
+from vqbench.published import ImageTokenizer
+from vqbench.published_run import (
+    PublishedConfig,
+    check_out_folder,
+    file_sha256,
+    load_tokenizer,
+    record,
+    tokenizer_fingerprint,
+)
 from vqbench.quantizer import Quantizer, check_codebook_fits
 from vqbench.rundir import RunDir
 
@@ -48,11 +65,53 @@ def _say_unavailable_once(results: dict[str, Any]) -> None:
                 print(line, flush=True)
 
 
+@dataclass
+class Evaluand:
+    """What the metric loop asks of a tokenizer, trained or published: a module (for its
+    train/eval mode), `reconstruct(images) -> (reconstructions, indices)`, and its codes."""
+
+    module: torch.nn.Module
+    reconstruct: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+    index_sizes: list[int]
+    codebook_size: int  # for several index components, the product of their sizes
+    independent_groups: int | None  # None where the tokenizer does not say
+    code_groups: torch.Tensor | None = None
+
+
+def evaluand_of(model: Autoencoder | ImageTokenizer) -> Evaluand:
+    """A trained autoencoder (its forward pass, its quantizer's codes) or an `ImageTokenizer`
+    that is a torch module (a `PublishedTokenizer`, an exported `Tokenizer`): `decode(encode(x))`,
+    codebook size the product of `index_sizes()`, `independent_groups()` where it has one."""
+    if isinstance(model, Autoencoder):
+        q = model.quantizer
+
+        def forward(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            x_rec, out = model(x)
+            return x_rec, out.indices
+
+        return Evaluand(
+            model, forward, q.index_sizes(), q.codebook_size, q.independent_groups(),
+            q.code_groups(),
+        )  # fmt: skip
+    sizes = [int(s) for s in model.index_sizes()]
+
+    def round_trip(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        indices = model.encode(x)
+        return model.decode(indices), indices
+
+    groups = getattr(model, "independent_groups", None)
+    return Evaluand(
+        model, round_trip, sizes, math.prod(sizes), groups() if callable(groups) else None
+    )
+
+
 @torch.no_grad()
 def evaluate_split(
-    model: Autoencoder, config: RunConfig, world: distributed.World, split: str = "val"
-) -> dict[str, Any]:
-    """Metrics of `model` over the whole `split` (`val` or `train`) of the run's dataset."""
+    model: Autoencoder | ImageTokenizer, config: RunConfig, world: distributed.World,
+    split: str = "val",
+) -> dict[str, Any]:  # fmt: skip
+    """Metrics of `model` (a trained autoencoder or any `ImageTokenizer`) over the whole
+    `split` (`val` or `train`) of the dataset `config.data` describes."""
     c, dev = config.eval, world.device
     dataset = build_split(config.data, train=split == "train", seed=config.seed)
     loader = eval_loader(
@@ -63,12 +122,12 @@ def evaluate_split(
         workers=config.data.workers,
         device=dev,
     )
-    quantizer = model.quantizer
+    evaluand = evaluand_of(model)
     metrics = build_metrics(
         c.metrics,
-        codebook_size=quantizer.codebook_size,
-        code_groups=quantizer.code_groups(),
-        index_sizes=quantizer.index_sizes(),
+        codebook_size=evaluand.codebook_size,
+        code_groups=evaluand.code_groups,
+        index_sizes=evaluand.index_sizes,
         lpips_net=c.lpips_net,
         lpips_weights=c.lpips_weights,
         inception_weights=c.inception_weights,
@@ -77,19 +136,19 @@ def evaluate_split(
         paper_batch=c.paper_batch_size,
         device=dev,
     )
-    was_training = model.training
-    model.eval()
+    was_training = evaluand.module.training
+    evaluand.module.eval()
     for x in loader:
         x = x.to(dev)
-        x_rec, out = model(x)
+        x_rec, indices = evaluand.reconstruct(x)
         x_rec = x_rec.float().clamp(-1, 1)
         for metric in metrics:
-            metric.update(x, x_rec, out.indices)
-    model.train(was_training)
+            metric.update(x, x_rec, indices)
+    evaluand.module.train(was_training)
     results: dict[str, Any] = {
         "images": len(dataset),
-        "codebook_size": quantizer.codebook_size,
-        "independent_groups": quantizer.independent_groups(),
+        "codebook_size": evaluand.codebook_size,
+        "independent_groups": evaluand.independent_groups,
     }
     for metric in metrics:
         results.update(metric.compute())
@@ -163,27 +222,39 @@ def group_figure_data(quantizer: Quantizer) -> dict[str, Any] | None:
 
 
 @torch.no_grad()
-def reconstruction_strip(model: Autoencoder, config: RunConfig, device: torch.device) -> np.ndarray:
+def reconstruction_strip(
+    model: Autoencoder | ImageTokenizer, config: RunConfig, device: torch.device
+) -> np.ndarray:
     """The first validation images over their reconstructions, one uint8 RGB image."""
     data = build_split(config.data, train=False, seed=config.seed)
     x = torch.stack([data[i] for i in range(min(STRIP_IMAGES, len(data)))]).to(device)
-    was_training = model.training
-    x_rec = model.eval()(x)[0].float().clamp(-1, 1)
-    model.train(was_training)
+    evaluand = evaluand_of(model)
+    was_training = evaluand.module.training
+    evaluand.module.eval()
+    x_rec = evaluand.reconstruct(x)[0].float().clamp(-1, 1)
+    evaluand.module.train(was_training)
     rows = [torch.cat(list(images), dim=2) for images in (x, x_rec)]  # (3, h, n * w) each
     strip = (torch.cat(rows, dim=1) + 1) / 2
     return (strip.permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
 
 
-def write_figure_data(model: Autoencoder, config: RunConfig, run: RunDir, checkpoint: Path) -> None:
-    """`figures.json` and `reconstructions.png` of the evaluated weights (rank 0 only)."""
+def write_figure_data(
+    model: Autoencoder | ImageTokenizer,
+    config: RunConfig,
+    run: RunDir,
+    checkpoint: Path,
+    weights: str | None = None,
+) -> None:
+    """`figures.json` and `reconstructions.png` of the evaluated weights (rank 0 only);
+    `weights` names them (default: the run's `model_ema` or `model`)."""
     device = next(model.parameters()).device
     strip = reconstruction_strip(model, config, device)
+    quantizer = getattr(model, "quantizer", None) if isinstance(model, Autoencoder) else None
     data = {
         "checkpoint": checkpoint.name,
-        "weights": "model_ema" if config.eval.use_ema else "model",
+        "weights": weights or ("model_ema" if config.eval.use_ema else "model"),
         "strip_images": STRIP_IMAGES,
-        "groups": group_figure_data(model.quantizer),
+        "groups": group_figure_data(quantizer) if quantizer is not None else None,
     }
     with atomic_write(run.reconstructions_file) as tmp:
         Image.fromarray(strip).save(tmp, format="PNG")
@@ -228,6 +299,48 @@ def evaluate_run(
             write_figure_data(model, config, run, checkpoint)
         run.write_result(out, results)
     return out, results
+
+
+def evaluate_published(
+    config: PublishedConfig,
+    out: str | Path,
+    *,
+    device: str | None = None,
+    force: bool = False,
+) -> tuple[Path, dict[str, Any]]:
+    """Evaluate a published tokenizer (`config.tokenizer`) on the validation split of
+    `config.data` and write `eval.json` (a trained run's keys, plus the tokenizer's name,
+    checkpoint sha256, source and options), `figures.json` and `reconstructions.png` in `out`
+    (`vqbench.published_run`). Everything is checked before anything is written."""
+    world = distributed.setup(device)
+    spec, out = config.tokenizer, Path(out)
+    checkpoint = Path(spec.checkpoint)
+    if not checkpoint.is_file():
+        raise VQBenchError(
+            f"checkpoint '{spec.checkpoint}' does not exist; give the released weights file"
+        )
+    sha256 = file_sha256(spec.checkpoint)
+    check_out_folder(out, tokenizer_fingerprint(config, sha256), force)
+    tokenizer = load_tokenizer(spec).to(world.device)
+    check_resolution(config.data.resolution, tokenizer.downsampling)
+    run = record(out, config, sha256) if world.is_main else RunDir(out)
+    results = evaluate_split(tokenizer, config, world)
+    results.update(
+        {
+            "checkpoint": checkpoint.name,
+            "split": "val",
+            "weights": "released",
+            "operation": None,
+            "tokenizer": spec.adapter,
+            "checkpoint_sha256": sha256,
+            "source": tokenizer.source,
+            "options": spec.options,
+        }
+    )
+    if world.is_main:
+        write_figure_data(tokenizer, config, run, checkpoint, "released")
+        run.write_result(run.eval_file(), results)
+    return run.eval_file(), results
 
 
 @torch.no_grad()

@@ -45,19 +45,31 @@ from vqbench.metrics import FIDStatistics, SampleFID, Unavailable, usage_from_co
 from vqbench.models import Autoencoder, preset_downsampling
 from vqbench.pretrained import WeightsUnavailable, describe_missing, weights_file
 from vqbench.prior import DigitLayout, TokenPrior
+from vqbench.published import ImageTokenizer
+from vqbench.published_run import (
+    file_sha256,
+    is_published_folder,
+    load_tokenizer,
+    read_published,
+    recorded_sha256,
+)
 from vqbench.rundir import RunDir, SuiteDir
 
 LN2 = math.log(2.0)
 
 
-def check_probe_sizes(probe: ProbeConfig, config: RunConfig, device: Any = None) -> None:
+def check_probe_sizes(
+    probe: ProbeConfig, config: RunConfig, device: Any = None, downsampling: int | None = None
+) -> None:
     """The prior's batches fit the memory of `device` before anything is allocated.
 
     A floor on each: the prior's residual stream (`layers x width` floats per token) for a
     training batch, plus the decoded float32 images for a batch of samples. The sample count
-    itself costs time, not memory (samples are drawn in batches, gFID keeps running sums)."""
-    m = config.model
-    grid = config.data.resolution // preset_downsampling(m.preset, **m.overrides)
+    itself costs time, not memory (samples are drawn in batches, gFID keeps running sums).
+    `downsampling` defaults to the run's model preset's (a published tokenizer gives its own)."""
+    if downsampling is None:
+        downsampling = preset_downsampling(config.model.preset, **config.model.overrides)
+    grid = config.data.resolution // downsampling
     per_grid = 4 * grid * grid * probe.layers * probe.width
     image = 4 * 3 * config.data.resolution**2
     fix = "lower it (or the batch size)"
@@ -97,9 +109,26 @@ def folder_classes(dataset) -> list[str] | None:
     return class_names(dataset)
 
 
+def tokens_of(model: Autoencoder | ImageTokenizer, x: torch.Tensor) -> torch.Tensor:
+    """The token grid of images: a trained run's quantizer indices, a tokenizer's `encode`."""
+    if isinstance(model, Autoencoder):
+        return model.quantizer(model.encoder(x)).indices
+    return model.encode(x)
+
+
+def index_sizes_of(model: Autoencoder | ImageTokenizer) -> list[int]:
+    sizes = model.quantizer.index_sizes() if isinstance(model, Autoencoder) else None
+    return list(sizes if sizes is not None else model.index_sizes())
+
+
 @torch.no_grad()
 def encode_split(
-    model: Autoencoder, config: RunConfig, layout: DigitLayout, world, *, train: bool
+    model: Autoencoder | ImageTokenizer,
+    config: RunConfig,
+    layout: DigitLayout,
+    world,
+    *,
+    train: bool,
 ) -> TokenSet:
     """Encode a split with `model` (each process a shard, gathered on every process)."""
     torch.manual_seed(config.seed)  # the training split's random crops, reproducibly
@@ -115,7 +144,7 @@ def encode_split(
     model.eval()
     parts, grid = [], None
     for x in loader:
-        indices = model.quantizer(model.encoder(x.to(world.device))).indices
+        indices = tokens_of(model, x.to(world.device))
         if indices.ndim == 3:
             indices = indices.unsqueeze(-1)
         grid = tuple(indices.shape[1:3])
@@ -294,13 +323,20 @@ def real_side(config: RunConfig, probe: ProbeConfig, world) -> SampleFID | Unava
     return fid
 
 
-def decode(model: Autoencoder, layout: DigitLayout, digits: torch.Tensor, grid) -> torch.Tensor:
+def decode(
+    model: Autoencoder | ImageTokenizer, layout: DigitLayout, digits: torch.Tensor, grid
+) -> torch.Tensor:
     """Sampled digits `(n, L, m)` to images in [-1, 1] through the tokenizer's decoder."""
     indices = layout.from_digits(digits).reshape(digits.shape[0], *grid, layout.components)
     if layout.components == 1:
         indices = indices.squeeze(-1)
     with torch.no_grad():
-        return model.decode_indices(indices).float().clamp(-1, 1)
+        decoded = (
+            model.decode_indices(indices)
+            if isinstance(model, Autoencoder)
+            else model.decode(indices)
+        )
+        return decoded.float().clamp(-1, 1)
 
 
 def sample_and_measure(
@@ -425,8 +461,13 @@ def probe_is_complete(run: RunDir, probe: ProbeConfig) -> bool:
     """True when `probe.json` holds every seed of `probe` for the run's current checkpoint."""
     if not run.probe_file.is_file():
         return False
-    _, checkpoint = find_run(run.path)
-    fingerprint = probe_fingerprint(probe, run, checkpoint, run_config(run))
+    if is_published_folder(run.path):
+        config = read_published(run.path)
+        checkpoint = Path(config.tokenizer.checkpoint)
+    else:
+        _, checkpoint = find_run(run.path)
+        config = run_config(run)
+    fingerprint = probe_fingerprint(probe, run, checkpoint, config)
     return set(probe.seeds) <= set(finished_seeds(run, fingerprint))
 
 
@@ -469,7 +510,7 @@ def probe_seed(inputs: ProbeInputs, probe: ProbeConfig, world, seed: int):
 
 def prepare(model, config: RunConfig, probe: ProbeConfig, world) -> ProbeInputs:
     """Tokens of both splits, class ids and the real side of gFID: shared by every seed."""
-    layout = DigitLayout(model.quantizer.index_sizes(), probe.softmax_limit)
+    layout = DigitLayout(index_sizes_of(model), probe.softmax_limit)
     train = encode_split(model, config, layout, world, train=True)
     val = encode_split(model, config, layout, world, train=False)
     train_ids, val_ids, conditioning = class_indices(train, val, probe.class_conditional)
@@ -487,6 +528,13 @@ def prepare(model, config: RunConfig, probe: ProbeConfig, world) -> ProbeInputs:
     )
 
 
+def weights_of(model, config) -> str:
+    """Which weights a probe used: a run's evaluated ones, or a tokenizer's released ones."""
+    if not isinstance(model, Autoencoder):
+        return "released"
+    return "model_ema" if config.eval.use_ema else "model"
+
+
 def probe_header(
     inputs: ProbeInputs, probe, fingerprint, run, checkpoint, config
 ) -> dict[str, Any]:
@@ -496,7 +544,7 @@ def probe_header(
         "settings_fingerprint": probe.fingerprint(),
         "run_fingerprint": run.recorded_fingerprint(),
         "checkpoint": checkpoint.name,
-        "weights": "model_ema" if config.eval.use_ema else "model",
+        "weights": weights_of(inputs.model, config),
         "settings": probe.model_dump(mode="json"),
         "index_sizes": layout.index_sizes,
         "digits": layout.radices,
@@ -510,6 +558,39 @@ def probe_header(
     }
 
 
+def find_evaluated(path: str | Path) -> RunDir:
+    """The folder of a trained run (or of one of its checkpoints) or of a published
+    tokenizer's evaluation (`vqbench eval --tokenizer`)."""
+    if is_published_folder(path):
+        return RunDir(path)
+    return find_run(path)[0]
+
+
+def load_evaluated(path: str | Path, device: Any = "cpu"):
+    """`load_trained`, or for a published tokenizer's folder its settings and tokenizer (the
+    checkpoint it was evaluated with, checked by its sha256), and a training split of its own:
+    (config, tokenizer, folder, checkpoint file)."""
+    if not is_published_folder(path):
+        return load_trained(path, device=device)
+    config = read_published(path)
+    spec = config.tokenizer
+    if recorded_sha256(path) != file_sha256(spec.checkpoint):
+        raise VQBenchError(
+            f"checkpoint '{spec.checkpoint}' is not the file '{path}' was evaluated with (its "
+            f"sha256 differs); evaluate it again (vqbench eval --tokenizer ... --force)"
+        )
+    data = config.data
+    if data.kind == "imagefolder" and (data.root, data.file_list) == (
+        data.val_root, data.val_file_list,
+    ):  # fmt: skip
+        raise VQBenchError(
+            f"'{path}' was evaluated without training images ({data.root} is its validation "
+            f"data); the probe trains its prior on training images: evaluate it with "
+            f"--train-data DIR (or a --config whose data.root differs from data.val_root)"
+        )
+    return config, load_tokenizer(spec).to(device), RunDir(path), Path(spec.checkpoint)
+
+
 def probe_run(
     path: str | Path,
     probe: ProbeConfig | None = None,
@@ -518,18 +599,19 @@ def probe_run(
     force: bool = False,
     log: Callable[[str], Any] = print,
 ) -> tuple[Path, dict[str, Any]]:
-    """Probe a trained run (its evaluated weights) and write `probe.json` in its folder.
+    """Probe a trained run (its evaluated weights), or a published tokenizer's evaluation
+    folder, and write `probe.json` in its folder.
 
     `probe` defaults to the `probe:` section of the run's suite, else `ProbeConfig()`. Seeds a
     probe with the same settings finished earlier are kept (all of them: nothing is redone
     unless `force`).
     """
     world = distributed.setup(device)
-    config, model, run, checkpoint = load_trained(path, device=world.device)
+    config, model, run, checkpoint = load_evaluated(path, device=world.device)
     model.requires_grad_(False)
     if probe is None:
         probe, _ = default_probe_config(run)
-    check_probe_sizes(probe, config, world.device)
+    check_probe_sizes(probe, config, world.device, getattr(model, "downsampling", None))
     fingerprint = probe_fingerprint(probe, run, checkpoint, config)
     done = {} if force else finished_seeds(run, fingerprint)
     if all(s in done for s in probe.seeds):

@@ -27,7 +27,7 @@ from vqbench.errors import VQBenchError
 from vqbench.estimator import get_estimator_class
 from vqbench.files import read_json
 from vqbench.rundir import RunDir, SuiteDir
-from vqbench.suite import Suite
+from vqbench.suite import ExpandedTokenizer, Suite
 from vqbench.version import __version__
 
 #: (our result key, column title, the paper table's key printed beside it)
@@ -177,6 +177,7 @@ class Row:
     baseline: bool = False  # the suite's `baseline:` row
     vs_baseline: dict[str, dict[str, Any]] = field(default_factory=dict)  # see `two_se_test`
     probe_seeds_asked: int | None = None  # prior seeds x suite seeds the probe asked for
+    published: bool = False  # a released tokenizer (the suite's `tokenizers:`), not trained here
 
     @property
     def codebook_size(self) -> int | None:
@@ -320,6 +321,8 @@ def collect(suite: Suite, runs_dir: Path) -> list[Row]:
             probe = read_json(folder.probe_file) if op is None else None
             if probe:
                 row.probes.append(probe)
+    for t in suite.tokenizers:
+        rows[(t.block, t.name, None)] = published_row(suite, runs_dir, t)
     for row in rows.values():
         row.summarise()
         if row.operation is None:
@@ -329,6 +332,45 @@ def collect(suite: Suite, runs_dir: Path) -> list[Row]:
     out = list(rows.values())
     compare_to_baseline(out, suite.spec.baseline)
     return out
+
+
+def published_row(suite: Suite, runs_dir: Path, tokenizer: ExpandedTokenizer) -> Row:
+    """The row of a published tokenizer: its folder's eval.json (and probe.json), marked."""
+    folder = SuiteDir(runs_dir).run(tokenizer.run_id)
+    trained = [r.settings_fingerprint for r in suite.runs if r.block == tokenizer.block]
+    spec = tokenizer.config.tokenizer
+    row = Row(
+        tokenizer.block, tokenizer.name, f"{tokenizer.label} (published)", None, spec.adapter,
+        {}, trained[0] if trained else "-", None, seeds=[tokenizer.config.seed],
+        run_dirs=[str(folder.path)], published=True,
+    )  # fmt: skip
+    for path, results in ((folder.eval_file(), row.results), (folder.probe_file, row.probes)):
+        found = read_json(path)
+        if found:
+            results.append(found)
+    return row
+
+
+def published_notes(rows: list[Row]) -> list[str]:
+    """What a row marked (published) is, with the checkpoint each one measured."""
+    published = [r for r in rows if r.published]
+    if not published:
+        return []
+    files = "; ".join(
+        f"{r.label.removesuffix(' (published)')}: `{r.quantizer}` adapter, "
+        + (
+            f"{r.results[0]['checkpoint']} (sha256 {r.results[0]['checkpoint_sha256'][:12]})"
+            if r.results
+            else "not evaluated yet"
+        )
+        for r in published
+    )
+    return [
+        "Rows marked (published): released tokenizers loaded through an adapter "
+        "(`vqbench.tokenizers`) and evaluated with the same data and evaluation settings as "
+        "the trained rows (and probed alike); nothing of them was trained here, so their "
+        "training settings are not in the block's fingerprint. " + files + "."
+    ]
 
 
 def throughput(run_dirs: list[str]) -> dict[str, float] | None:
@@ -612,6 +654,7 @@ def notes_of(suite: Suite, rows: list[Row]) -> list[str]:
         + recipe_notes(suite)
         + PROTOCOL_NOTES
         + composite_notes(rows)
+        + published_notes(rows)
         + probe
         + unavailable
     )
@@ -635,7 +678,7 @@ def render_markdown(
     blocks = suite.blocks()
     for b, block in enumerate(blocks):
         block_rows = [r for r in rows if r.block == b]
-        fingerprints = sorted({r.settings_fingerprint for r in block_rows})
+        fingerprints = sorted({r.settings_fingerprint for r in block_rows if not r.published})
         if block.title and len(blocks) > 1:
             lines += [f"## {block.title}", ""]
         same = len(fingerprints) == 1

@@ -1,5 +1,6 @@
 """Running suites: train and evaluate every run not finished yet, resume interrupted ones, probe
-them when the suite has a `probe:` section, then write the report (markdown, JSON, figures).
+them when the suite has a `probe:` section, evaluate (and probe) its published tokenizers, then
+write the report (markdown, JSON, figures).
 `rebuild` writes the report again from the runs."""
 
 from __future__ import annotations
@@ -12,17 +13,23 @@ from vqbench import distributed
 from vqbench.build import trainable_parameters
 from vqbench.data import build_split, check_held_out
 from vqbench.errors import VQBenchError
-from vqbench.evaluate import evaluate_run
+from vqbench.evaluate import evaluate_published, evaluate_run
 from vqbench.files import atomic_write_json, atomic_write_text, check_writable, write_error
 from vqbench.plots import write_all
 from vqbench.probe import probe_is_complete, probe_run
+from vqbench.published_run import (
+    file_sha256,
+    is_published_folder,
+    read_published,
+    tokenizer_fingerprint,
+)
 from vqbench.report import collect, render_json, render_markdown
 from vqbench.rundir import RunDir, SuiteDir, load_recorded_plugins, record_plugins
-from vqbench.suite import ExpandedRun, Suite, load_suite
+from vqbench.suite import ExpandedRun, ExpandedTokenizer, Suite, load_suite
 from vqbench.train import TrainOptions, train
 
 
-def run_dir_of(root: Path, suite: Suite, run: ExpandedRun) -> RunDir:
+def run_dir_of(root: Path, suite: Suite, run: ExpandedRun | ExpandedTokenizer) -> RunDir:
     return SuiteDir.under(root, suite.name).run(run.run_id)
 
 
@@ -127,14 +134,16 @@ def run_suite(
 ) -> list[Path]:
     """Train and evaluate every run not finished yet; resume interrupted ones; then report."""
     runs = [r for r in suite.runs if not only or r.name in only]
-    if only and not runs:
-        names = sorted({r.name for r in suite.runs})
+    tokenizers = [t for t in suite.tokenizers if not only or t.name in only]
+    if only and not runs and not tokenizers:
+        names = sorted({r.name for r in suite.runs} | {t.name for t in suite.tokenizers})
         raise VQBenchError(
             f"--only {only} matches no run of {suite.source}; runs: {', '.join(names)}"
         )
     distributed.pick_device(device)
     check_output_folders(root, results)
     check_paths(runs)
+    check_tokenizer_paths(tokenizers)
     check_data(runs)
     check_run_folders(root, suite, runs, force)
     record_suite(suite, SuiteDir.under(root, suite.name))
@@ -161,9 +170,49 @@ def run_suite(
             run.set_status("finished", run.status().get("step"))
         probe_if_asked(suite, run, f"[{i}/{len(runs)}] {expanded.run_id}", device, force, log)
         done.append(run.path)
+    for expanded in tokenizers:
+        done.append(evaluate_tokenizer(suite, root, expanded, device, force, log))
     if distributed.is_main_process():
         write_report(suite, SuiteDir.under(root, suite.name).path, results)
     return done
+
+
+def check_tokenizer_paths(tokenizers: list[ExpandedTokenizer]) -> None:
+    """Every published tokenizer's checkpoint file exists (`--dry-run` too)."""
+    for expanded in tokenizers:
+        file = expanded.config.tokenizer.checkpoint
+        if not Path(file).is_file():
+            raise VQBenchError(
+                f"checkpoint '{file}' does not exist (tokenizer '{expanded.name}'); fix the path "
+                f"in the suite's tokenizers: section"
+            )
+
+
+def tokenizer_is_complete(run: RunDir, expanded: ExpandedTokenizer) -> bool:
+    """The folder holds this tokenizer's evaluation, under the same settings."""
+    if not (run.eval_file().is_file() and is_published_folder(run.path)):
+        return False
+    sha256 = file_sha256(expanded.config.tokenizer.checkpoint)
+    return (
+        run.recorded_fingerprint() == tokenizer_fingerprint(expanded.config, sha256)
+        and read_published(run.path) == expanded.config
+    )
+
+
+def evaluate_tokenizer(
+    suite: Suite, root: Path, expanded: ExpandedTokenizer, device, force: bool, log
+) -> Path:
+    """Evaluate a published tokenizer of the suite (unless it was, with these settings), then
+    probe it when the suite probes; its folder is the suite's, replaced when stale."""
+    run = run_dir_of(root, suite, expanded)
+    tag = f"{expanded.name} (published, {expanded.config.tokenizer.adapter})"
+    if tokenizer_is_complete(run, expanded) and not force:
+        log(f"{tag}: evaluated earlier, skipped")
+    else:
+        log(f"{tag}: evaluating")
+        evaluate_published(expanded.config, run.path, device=device, force=True)
+    probe_if_asked(suite, run, tag, device, force, log)
+    return run.path
 
 
 def probe_if_asked(suite: Suite, run: RunDir, tag: str, device, force: bool, log) -> None:

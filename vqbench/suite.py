@@ -9,7 +9,9 @@ only the fields the suite lists under `varies` (default: nothing besides the qua
 every run of a block shares one settings fingerprint. `blocks:` groups runs with their own
 shared settings (Table 1's three blocks). An optional `probe:` section (`vqbench.config`'s
 `ProbeConfig`, run by `vqbench.probe`) trains the same autoregressive prior on every run's
-tokens after its evaluation.
+tokens after its evaluation. An optional `tokenizers:` section lists published tokenizers
+(`{name, label, adapter, checkpoint, options}`), evaluated and probed under the same data and
+eval settings and reported beside the trained rows.
 Everything is validated before anything runs.
 """
 
@@ -31,6 +33,9 @@ from vqbench.config import (
     read_yaml,
 )
 from vqbench.errors import VQBenchError, did_you_mean
+from vqbench.published import get_adapter_class
+from vqbench.published_run import PublishedConfig, parse_published_config
+from vqbench.registry import load_plugin
 
 
 class PostOperation(pydantic.BaseModel):
@@ -68,6 +73,26 @@ class SuiteRun(pydantic.BaseModel):
         return check_name(name, "run name")
 
 
+class SuiteTokenizer(pydantic.BaseModel):
+    """A published tokenizer shown beside the trained rows (`tokenizers:`): an adapter
+    (`vqbench.tokenizers`), its checkpoint file and options, evaluated (and probed, when the
+    suite probes) under the data and eval settings of the block it sits in."""
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+    name: str
+    label: str | None = None
+    adapter: str
+    checkpoint: str
+    options: dict[str, Any] = {}
+    trust: bool = False  # the checkpoint may hold pickled Python objects
+    block: pydantic.NonNegativeInt = 0  # the block whose table (and settings) it joins
+
+    @pydantic.field_validator("name")
+    @classmethod
+    def _safe_name(cls, name: str) -> str:
+        return check_name(name, "tokenizer name")
+
+
 class SuiteBlock(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid")
     title: str = ""
@@ -91,6 +116,7 @@ class SuiteFile(pydantic.BaseModel):
     notes: list[str] = []
     probe: ProbeConfig | None = None  # the downstream probe, identical for every run
     baseline: str | None = None  # a run's name: the report marks what differs from its row
+    tokenizers: list[SuiteTokenizer] = []  # published tokenizers beside the trained rows
 
     @pydantic.field_validator("suite")
     @classmethod
@@ -134,10 +160,25 @@ class ExpandedRun:
 
 
 @dataclass
+class ExpandedTokenizer:
+    """A published tokenizer of the suite with the settings it is evaluated under."""
+
+    block: int
+    name: str
+    label: str
+    config: PublishedConfig
+
+    @property
+    def run_id(self) -> str:
+        return self.name
+
+
+@dataclass
 class Suite:
     source: Path
     spec: SuiteFile
     runs: list[ExpandedRun] = field(default_factory=list)
+    tokenizers: list[ExpandedTokenizer] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -247,4 +288,37 @@ def load_suite(path: str | Path, seeds: int | None = None) -> Suite:
                         settings_fingerprint=config.settings_fingerprint(),
                     )
                 )
+    suite.tokenizers = expand_tokenizers(suite, seed_list[0], seen)
     return suite
+
+
+def expand_tokenizers(suite: Suite, seed: int, run_names: set[str]) -> list[ExpandedTokenizer]:
+    """The suite's `tokenizers:` under their block's data and eval settings (and the first
+    seed, which picks the embedded photos' crops as it does for the runs)."""
+    spec, path, out = suite.spec, suite.source, []
+    for module in spec.plugins:
+        load_plugin(module)
+    blocks = suite.blocks()
+    for entry in spec.tokenizers:
+        if entry.name in run_names:
+            raise VQBenchError(
+                f"{path}: tokenizer name '{entry.name}' is also a run's; names must be unique "
+                f"(they name the folders)"
+            )
+        run_names.add(entry.name)
+        if entry.block >= len(blocks):
+            raise VQBenchError(
+                f"{path}: tokenizer '{entry.name}' names block {entry.block}; the suite has "
+                f"{len(blocks)} (0 .. {len(blocks) - 1})"
+            )
+        get_adapter_class(entry.adapter)  # an unknown adapter: one line, before anything runs
+        shared = deep_merge(spec.shared, blocks[entry.block].shared)
+        settings = {k: shared[k] for k in ("data", "eval") if k in shared}
+        tokenizer = entry.model_dump(include={"adapter", "checkpoint", "options", "trust"})
+        config = parse_published_config(
+            {**settings, "name": f"{spec.suite}/{entry.name}", "seed": seed,
+             "tokenizer": tokenizer},
+            f"{path} (tokenizer '{entry.name}')",
+        )  # fmt: skip
+        out.append(ExpandedTokenizer(entry.block, entry.name, entry.label or entry.name, config))
+    return out
