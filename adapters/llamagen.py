@@ -1,0 +1,157 @@
+"""LlamaGen's VQ tokenizer (`tokenizer/tokenizer_image/vq_model.py`, Sun et al. 2024) as a
+published tokenizer.
+
+A released tokenizer is the training checkpoint of LlamaGen's `vq_train.py`, a dict with the
+weights under `model` (beside `optimizer`, `discriminator`, `optimizer_disc`, `steps`, `args`,
+and `ema` when trained with EMA). `weights="model"` (default; what LlamaGen's samplers load
+from `vq_ds16_c2i.pt`) or `weights="ema"` picks the state dict. Its `quantize.codebook_used`
+buffer (recent indices, a training statistic) is loaded when the file has it.
+
+Presets (`preset=NAME`, default `vq_ds16_c2i`) are the released ImageNet tokenizers:
+`vq_ds16_c2i` (`vq_ds16_c2i.pt`, `VQ_16`: `ch_mult` [1, 1, 2, 2, 4]) and `vq_ds8_c2i`
+(`vq_ds8_c2i.pt`, `VQ_8`: [1, 2, 2, 4]); both 16,384 codes of dimension 8, l2-normalised,
+`z_channels` 256, `ch` 128, two res blocks per level, 256x256. Any `ModelArgs` field that
+shapes the model overrides the preset (`codebook_size`, `codebook_embed_dim`,
+`codebook_l2_norm`, `encoder_ch_mult`, `decoder_ch_mult`, `z_channels`), as do the arguments
+of its `Encoder`/`Decoder` that `VQModel` leaves at their defaults (`ch`, `num_res_blocks`).
+`norm_type="batch"` (SyncBatchNorm, not used by the released models) is not supported.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from vqbench_adapters._taming_blocks import LLAMAGEN, Codebook, Decoder, Encoder, VQAutoencoder
+
+from vqbench.errors import VQBenchError
+from vqbench.published import (
+    PublishedTokenizer,
+    load_exact,
+    read_checkpoint,
+    register_adapter,
+    state_dict_of,
+)
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """`ModelArgs`' fields that shape the model, and the `Encoder`/`Decoder` defaults."""
+
+    codebook_size: int = 16384
+    codebook_embed_dim: int = 8
+    codebook_l2_norm: bool = True
+    encoder_ch_mult: tuple[int, ...] = (1, 1, 2, 2, 4)
+    decoder_ch_mult: tuple[int, ...] = (1, 1, 2, 2, 4)
+    z_channels: int = 256
+    ch: int = 128
+    num_res_blocks: int = 2
+
+
+PRESETS = {
+    "vq_ds16_c2i": Architecture(),
+    "vq_ds8_c2i": Architecture(encoder_ch_mult=(1, 2, 2, 4), decoder_ch_mult=(1, 2, 2, 4)),
+}
+WEIGHTS = ("model", "ema")
+
+
+def build(arch: Architecture, *, usage_buffer: bool) -> VQAutoencoder:
+    """LlamaGen's `VQModel`: attention after every res block of the lowest level only."""
+
+    def shared(ch_mult: tuple[int, ...]) -> dict[str, Any]:
+        return {
+            "ch": arch.ch,
+            "ch_mult": ch_mult,
+            "num_res_blocks": arch.num_res_blocks,
+            "attention_levels": {len(ch_mult) - 1},
+            "layout": LLAMAGEN,
+        }
+
+    encoder = Encoder(**shared(arch.encoder_ch_mult), out_channels=arch.z_channels)
+    decoder = Decoder(**shared(arch.decoder_ch_mult), z_channels=arch.z_channels)
+    codebook = Codebook(
+        arch.codebook_size,
+        arch.codebook_embed_dim,
+        l2_norm=arch.codebook_l2_norm,
+        usage_buffer=usage_buffer,
+    )
+    return VQAutoencoder(encoder, decoder, codebook, arch.z_channels)
+
+
+def architecture(preset: str | None, overrides: dict[str, Any]) -> Architecture:
+    """The preset (default `vq_ds16_c2i`) with `overrides`; one line for an unknown name."""
+    name = preset or "vq_ds16_c2i"
+    if name not in PRESETS:
+        raise VQBenchError(
+            f"llamagen_vq16 has no preset '{name}'; choose one of {', '.join(PRESETS)}"
+        )
+    known = [f.name for f in fields(Architecture)]
+    for key in overrides:
+        if key not in known:
+            raise VQBenchError(
+                f"llamagen_vq16 has no option '{key}'; it takes preset, weights and "
+                f"{', '.join(known)}"
+            )
+    for key in ("encoder_ch_mult", "decoder_ch_mult"):
+        if key in overrides:
+            overrides[key] = tuple(int(m) for m in overrides[key])
+    return replace(PRESETS[name], **overrides)
+
+
+@register_adapter("llamagen_vq16")
+class LlamaGenVQ(PublishedTokenizer):
+    """A released LlamaGen VQ tokenizer (`VQ_16`, or `VQ_8` with its preset)."""
+
+    source = (
+        "FoundationVision/LlamaGen@ce98ec41803a74a90ce68c40ababa9eaeffeb4ec, "
+        "tokenizer/tokenizer_image/vq_model.py VQModel (VQ_16, VQ_8)"
+    )
+
+    def __init__(self, arch: Architecture, *, usage_buffer: bool = False) -> None:
+        super().__init__()
+        self.arch = arch
+        self.model = build(arch, usage_buffer=usage_buffer)
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        checkpoint: str | Path,
+        *,
+        trust: bool = False,
+        preset: str | None = None,
+        weights: str = "model",
+        **options: Any,
+    ) -> LlamaGenVQ:
+        """The weights under `weights` (`model` or `ema`) of `checkpoint`, in the architecture
+        of `preset` with `options` overriding its fields."""
+        if weights not in WEIGHTS:
+            raise VQBenchError(f"llamagen_vq16 weights='{weights}': choose model or ema")
+        arch = architecture(preset, dict(options))
+        loaded = read_checkpoint(checkpoint, trust=trust)
+        if weights == "ema" and "ema" not in loaded:
+            raise VQBenchError(f"'{checkpoint}' holds no 'ema' weights; use weights='model'")
+        state = state_dict_of(loaded, (weights,), file=checkpoint)
+        tokenizer = cls(arch, usage_buffer="quantize.codebook_used" in state)
+        load_exact(tokenizer.model, state, file=checkpoint)
+        return tokenizer
+
+    @property
+    def downsampling(self) -> int:
+        return 2 ** (len(self.arch.encoder_ch_mult) - 1)
+
+    def index_sizes(self) -> list[int]:
+        return [self.arch.codebook_size]
+
+    @torch.no_grad()
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model.encode(images)
+
+    @torch.no_grad()
+    def decode(self, indices: torch.Tensor) -> torch.Tensor:
+        return self.model.decode(indices)
+
+    def settings(self) -> dict[str, Any]:
+        """The architecture, for reports."""
+        return asdict(self.arch)
