@@ -85,19 +85,19 @@ class AttnBlock(nn.Module):
     def __init__(self, channels: int) -> None:
         super().__init__()
         self.norm = group_norm(channels)
-        self.q, self.k, self.v = (
-            conv1(channels, channels),
-            conv1(channels, channels),
-            conv1(channels, channels),
-        )
+        self.q = conv1(channels, channels)
+        self.k = conv1(channels, channels)
+        self.v = conv1(channels, channels)
         self.proj_out = conv1(channels, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
-        x_ = self.norm(x)
-        q, k, v = (
-            conv(x_).reshape(b, 1, c, h * w).transpose(2, 3) for conv in (self.q, self.k, self.v)
-        )
+        normed = self.norm(x)
+
+        def tokens(conv: nn.Conv2d) -> torch.Tensor:  # (b, 1 head, hw, c)
+            return conv(normed).reshape(b, 1, c, h * w).transpose(2, 3)
+
+        q, k, v = tokens(self.q), tokens(self.k), tokens(self.v)
         attended = F.scaled_dot_product_attention(q, k, v)  # (b, 1, hw, c)
         return x + self.proj_out(attended.transpose(2, 3).reshape(b, c, h, w))
 
@@ -275,7 +275,8 @@ class Codebook(nn.Module):
         return F.normalize(weight, p=2, dim=-1) if self.l2_norm else weight
 
     def indices(self, latents: torch.Tensor) -> torch.Tensor:
-        """(B, d, h, w) -> (B, h, w): the code nearest each position's latent."""
+        """(B, d, h, w) -> (B, h, w): the code nearest each position's latent (normalising
+        the latent, as LlamaGen does, does not change which unit code is nearest)."""
         b, d, h, w = latents.shape
         flat = latents.permute(0, 2, 3, 1).reshape(-1, d)
         if self.l2_norm:

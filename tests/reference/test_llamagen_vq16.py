@@ -79,13 +79,28 @@ def test_ema_weights_on_request_and_a_file_without_the_usage_buffer(fixture, tmp
     assert torch.equal(model.model.quantize.embedding.weight, other["quantize.embedding.weight"])
 
 
-@pytest.mark.parametrize(("preset", "official"), [("vq_ds16_c2i", "VQ_16"), ("vq_ds8_c2i", "VQ_8")])
-def test_presets_are_the_released_architectures(fixture, preset: str, official: str) -> None:
-    """Every weight's shape equals that of the official `VQ_16()` / `VQ_8()`."""
+@pytest.mark.parametrize(
+    ("preset", "official", "millions"), [("vq_ds16_c2i", "VQ_16", 72), ("vq_ds8_c2i", "VQ_8", 70)]
+)
+def test_presets_are_the_released_architectures(fixture, preset, official, millions) -> None:
+    """Every weight's shape equals that of the official `VQ_16()` / `VQ_8()`; the parameter
+    count rounds to the README's (72M, 70M)."""
     with torch.device("meta"):
         model = LlamaGenVQ(PRESETS[preset], usage_buffer=True).model
     shapes = {k: list(v.shape) for k, v in model.state_dict().items()}
     assert shapes == fixture.settings["released_shapes"][official]
+    assert round(sum(p.numel() for p in model.parameters()) / 1e6) == millions
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_a_preset_encodes_and_decodes_at_its_downsampling(preset: str) -> None:
+    torch.manual_seed(0)
+    tokenizer = LlamaGenVQ(PRESETS[preset]).eval()
+    f = tokenizer.downsampling
+    assert f == {"vq_ds16_c2i": 16, "vq_ds8_c2i": 8}[preset]
+    indices = tokenizer.encode(torch.rand(1, 3, 2 * f, 3 * f) * 2 - 1)
+    assert indices.shape == (1, 2, 3) and int(indices.max()) < 16384
+    assert tokenizer.decode(indices).shape == (1, 3, 2 * f, 3 * f)
 
 
 def test_a_checkpoint_that_does_not_fit_is_one_line_naming_the_key(fixture, tmp_path) -> None:

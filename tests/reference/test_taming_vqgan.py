@@ -80,6 +80,15 @@ def test_presets_are_the_released_imagenet_architecture(fixture, preset: str) ->
     assert n_embed == int(preset.rsplit("_", 1)[1])
 
 
+def test_the_released_architecture_encodes_and_decodes_at_f16() -> None:
+    torch.manual_seed(0)
+    tokenizer = TamingVQGAN(PRESETS["imagenet_f16_1024"]).eval()
+    assert tokenizer.downsampling == 16 and tokenizer.index_sizes() == [1024]
+    indices = tokenizer.encode(torch.rand(1, 3, 32, 48) * 2 - 1)
+    assert indices.shape == (1, 2, 3) and int(indices.max()) < 1024
+    assert tokenizer.decode(indices).shape == (1, 3, 32, 48)
+
+
 def _save(state: dict, path: Path) -> Path:
     torch.save({"state_dict": state}, path)
     return path
