@@ -4,7 +4,8 @@ published tokenizer.
 A released tokenizer is the training checkpoint of LlamaGen's `vq_train.py`, a dict with the
 weights under `model` (beside `optimizer`, `discriminator`, `optimizer_disc`, `steps`, `args`,
 and `ema` when trained with EMA). `weights="model"` (default; what LlamaGen's samplers load
-from `vq_ds16_c2i.pt`) or `weights="ema"` picks the state dict. Its `quantize.codebook_used`
+from `vq_ds16_c2i.pt`; else `state_dict`, else a bare state dict) or `weights="ema"` picks
+the state dict. Its `quantize.codebook_used`
 buffer (recent indices, a training statistic) is loaded when the file has it.
 
 Presets (`preset=NAME`, default `vq_ds16_c2i`) are the released ImageNet tokenizers:
@@ -19,14 +20,16 @@ of its `Encoder`/`Decoder` that `VQModel` leaves at their defaults (`ch`, `num_r
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+import pydantic
 import torch
+from pydantic import PositiveInt
 from vqbench_adapters._taming_blocks import LLAMAGEN, Codebook, Decoder, Encoder, VQAutoencoder
 
 from vqbench.errors import VQBenchError
+from vqbench.params import PluginParams, validate_params
 from vqbench.published import (
     PublishedTokenizer,
     load_exact,
@@ -36,23 +39,34 @@ from vqbench.published import (
 )
 
 
-@dataclass(frozen=True)
-class Architecture:
-    """`ModelArgs`' fields that shape the model, and the `Encoder`/`Decoder` defaults."""
+class Architecture(PluginParams):
+    """`ModelArgs`' fields that shape the model, and the `Encoder`/`Decoder` defaults
+    (`VQ_16`'s)."""
 
-    codebook_size: int = 16384
-    codebook_embed_dim: int = 8
+    codebook_size: PositiveInt = 16384
+    codebook_embed_dim: PositiveInt = 8
     codebook_l2_norm: bool = True
-    encoder_ch_mult: tuple[int, ...] = (1, 1, 2, 2, 4)
-    decoder_ch_mult: tuple[int, ...] = (1, 1, 2, 2, 4)
-    z_channels: int = 256
-    ch: int = 128
-    num_res_blocks: int = 2
+    encoder_ch_mult: tuple[PositiveInt, ...] = (1, 1, 2, 2, 4)
+    decoder_ch_mult: tuple[PositiveInt, ...] = (1, 1, 2, 2, 4)
+    z_channels: PositiveInt = 256
+    ch: PositiveInt = 128
+    num_res_blocks: PositiveInt = 2
+
+    @pydantic.model_validator(mode="after")
+    def _group_norm_fits(self) -> Architecture:
+        for mult in (*self.encoder_ch_mult, *self.decoder_ch_mult):
+            if self.ch * mult % 32:
+                raise ValueError(
+                    f"ch={self.ch} times channel multiplier {mult} is not a multiple of 32 "
+                    f"(GroupNorm's 32 groups); use a ch that is"
+                )
+        return self
 
 
-PRESETS = {
-    "vq_ds16_c2i": Architecture(),
-    "vq_ds8_c2i": Architecture(encoder_ch_mult=(1, 2, 2, 4), decoder_ch_mult=(1, 2, 2, 4)),
+#: The released tokenizers' settings (`VQ_16`, `VQ_8` with their `ModelArgs` defaults).
+PRESETS: dict[str, dict[str, Any]] = {
+    "vq_ds16_c2i": {},
+    "vq_ds8_c2i": {"encoder_ch_mult": (1, 2, 2, 4), "decoder_ch_mult": (1, 2, 2, 4)},
 }
 WEIGHTS = ("model", "ema")
 
@@ -81,23 +95,13 @@ def build(arch: Architecture, *, usage_buffer: bool) -> VQAutoencoder:
 
 
 def architecture(preset: str | None, overrides: dict[str, Any]) -> Architecture:
-    """The preset (default `vq_ds16_c2i`) with `overrides`; one line for an unknown name."""
+    """The preset (default `vq_ds16_c2i`) with `overrides`, validated (one line per mistake)."""
     name = preset or "vq_ds16_c2i"
     if name not in PRESETS:
         raise VQBenchError(
             f"llamagen_vq16 has no preset '{name}'; choose one of {', '.join(PRESETS)}"
         )
-    known = [f.name for f in fields(Architecture)]
-    for key in overrides:
-        if key not in known:
-            raise VQBenchError(
-                f"llamagen_vq16 has no option '{key}'; it takes preset, weights and "
-                f"{', '.join(known)}"
-            )
-    for key in ("encoder_ch_mult", "decoder_ch_mult"):
-        if key in overrides:
-            overrides[key] = tuple(int(m) for m in overrides[key])
-    return replace(PRESETS[name], **overrides)
+    return validate_params("llamagen_vq16", Architecture, {**PRESETS[name], **overrides})
 
 
 @register_adapter("llamagen_vq16")
@@ -132,7 +136,8 @@ class LlamaGenVQ(PublishedTokenizer):
         loaded = read_checkpoint(checkpoint, trust=trust)
         if weights == "ema" and "ema" not in loaded:
             raise VQBenchError(f"'{checkpoint}' holds no 'ema' weights; use weights='model'")
-        state = state_dict_of(loaded, (weights,), file=checkpoint)
+        keys = ("ema",) if weights == "ema" else ("model", "state_dict")  # as vq_demo.py reads
+        state = state_dict_of(loaded, keys, file=checkpoint)
         tokenizer = cls(arch, usage_buffer="quantize.codebook_used" in state)
         load_exact(tokenizer.model, state, file=checkpoint)
         return tokenizer
@@ -151,7 +156,3 @@ class LlamaGenVQ(PublishedTokenizer):
     @torch.no_grad()
     def decode(self, indices: torch.Tensor) -> torch.Tensor:
         return self.model.decode(indices)
-
-    def settings(self) -> dict[str, Any]:
-        """The architecture, for reports."""
-        return asdict(self.arch)

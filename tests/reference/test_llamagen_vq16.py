@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from vqbench_adapters.llamagen import PRESETS, LlamaGenVQ
+from vqbench_adapters.llamagen import PRESETS, LlamaGenVQ, architecture
 
 from tests.reference.fixtures import FIXTURES, assert_close, load_fixture
 from vqbench.errors import VQBenchError
@@ -86,7 +86,7 @@ def test_presets_are_the_released_architectures(fixture, preset, official, milli
     """Every weight's shape equals that of the official `VQ_16()` / `VQ_8()`; the parameter
     count rounds to the README's (72M, 70M)."""
     with torch.device("meta"):
-        model = LlamaGenVQ(PRESETS[preset], usage_buffer=True).model
+        model = LlamaGenVQ(architecture(preset, {}), usage_buffer=True).model
     shapes = {k: list(v.shape) for k, v in model.state_dict().items()}
     assert shapes == fixture.settings["released_shapes"][official]
     assert round(sum(p.numel() for p in model.parameters()) / 1e6) == millions
@@ -95,7 +95,7 @@ def test_presets_are_the_released_architectures(fixture, preset, official, milli
 @pytest.mark.parametrize("preset", sorted(PRESETS))
 def test_a_preset_encodes_and_decodes_at_its_downsampling(preset: str) -> None:
     torch.manual_seed(0)
-    tokenizer = LlamaGenVQ(PRESETS[preset]).eval()
+    tokenizer = LlamaGenVQ(architecture(preset, {})).eval()
     f = tokenizer.downsampling
     assert f == {"vq_ds16_c2i": 16, "vq_ds8_c2i": 8}[preset]
     indices = tokenizer.encode(torch.rand(1, 3, 2 * f, 3 * f) * 2 - 1)
@@ -121,7 +121,9 @@ def test_bad_options_are_one_line(fixture) -> None:
         ({"preset": "vq_ds32"}, "no preset 'vq_ds32'"),
         ({"weights": "best"}, "choose model or ema"),
         ({"weights": "ema"}, "holds no 'ema' weights"),
-        ({"norm_type": "batch"}, "no option 'norm_type'"),
+        ({"norm_type": "batch"}, "unknown parameter 'norm_type'"),
+        ({"ch": 16}, "ch=16 times channel multiplier 1 is not a multiple of 32"),
+        ({"codebook_size": 0}, "codebook_size=0 is invalid"),
     ]
     for given, expected in cases:
         with pytest.raises(VQBenchError, match=expected) as err:
