@@ -24,11 +24,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import pydantic
 import torch
 import yaml
+from pydantic import PositiveInt
 from vqbench_adapters._taming_blocks import TAMING, Codebook, Decoder, Encoder, VQAutoencoder
 
 from vqbench.errors import VQBenchError
+from vqbench.params import format_validation_error
 from vqbench.published import (
     PublishedTokenizer,
     load_exact,
@@ -55,12 +58,78 @@ PRESETS: dict[str, dict[str, Any]] = {
     "imagenet_f16_1024": {"embed_dim": 256, "n_embed": 1024, "ddconfig": _IMAGENET_F16},
     "imagenet_f16_16384": {"embed_dim": 256, "n_embed": 16384, "ddconfig": _IMAGENET_F16},
 }
-#: `ddconfig` keys read here; the other keys a config may hold must keep these values.
-_FIXED = {"double_z": False, "resamp_with_conv": True, "give_pre_end": False}
+
+
+class DDConfig(pydantic.BaseModel):
+    """`ddconfig`: what taming's `Encoder`/`Decoder` read (other keys are ignored, as their
+    `**ignore_kwargs` do); `dropout` acts in training only."""
+
+    model_config = pydantic.ConfigDict(extra="ignore", frozen=True)
+
+    ch: PositiveInt
+    ch_mult: tuple[PositiveInt, ...]
+    num_res_blocks: PositiveInt
+    attn_resolutions: tuple[int, ...]
+    z_channels: PositiveInt
+    resolution: PositiveInt
+    in_channels: PositiveInt
+    out_ch: PositiveInt
+    double_z: bool = pydantic.Field(True, validate_default=True)  # the Encoder's default
+    resamp_with_conv: bool = True
+    give_pre_end: bool = False
+
+    @pydantic.field_validator("double_z", "give_pre_end")
+    @classmethod
+    def _off(cls, value: bool) -> bool:
+        if value:
+            raise ValueError("not supported (a VQModel sets it false)")
+        return value
+
+    @pydantic.field_validator("resamp_with_conv")
+    @classmethod
+    def _on(cls, value: bool) -> bool:
+        if not value:
+            raise ValueError("not supported (the released models set it true)")
+        return value
+
+    @pydantic.model_validator(mode="after")
+    def _group_norm_fits(self) -> DDConfig:
+        if any(self.ch * mult % 32 for mult in self.ch_mult):
+            raise ValueError(
+                f"ch={self.ch} times each of ch_mult={list(self.ch_mult)} must be a multiple "
+                f"of 32 (GroupNorm's 32 groups)"
+            )
+        return self
+
+
+class VQModelParams(pydantic.BaseModel):
+    """`model.params` of a `VQModel` config (the training settings in it are ignored)."""
+
+    model_config = pydantic.ConfigDict(extra="ignore", frozen=True)
+
+    embed_dim: PositiveInt
+    n_embed: PositiveInt
+    ddconfig: DDConfig
+    remap: str | None = None
+
+    @pydantic.field_validator("remap")
+    @classmethod
+    def _no_remap(cls, value: str | None) -> None:
+        if value is not None:
+            raise ValueError("a remapped codebook is not supported; remove remap")
+        return value
+
+
+def parse_params(params: Mapping[str, Any], where: str) -> VQModelParams:
+    """`params` validated, or one line naming the setting this adapter does not build."""
+    try:
+        return VQModelParams.model_validate(dict(params))
+    except pydantic.ValidationError as err:
+        raise VQBenchError(format_validation_error(where, err, VQModelParams)) from None
 
 
 def read_config(path: str | Path) -> dict[str, Any]:
-    """`model.params` of a taming `VQModel` yaml file, checked to be one this adapter builds."""
+    """`model.params` of a taming `VQModel` yaml file."""
     file = Path(path)
     if not file.is_file():
         raise VQBenchError(f"taming_vqgan config '{file}' does not exist; give the model.yaml")
@@ -80,31 +149,18 @@ def read_config(path: str | Path) -> dict[str, Any]:
     return dict(model["params"])
 
 
-def check_params(params: Mapping[str, Any], where: str) -> None:
-    """One line for a setting that this adapter does not build."""
-    missing = [key for key in ("ddconfig", "n_embed", "embed_dim") if key not in params]
-    if missing:
-        raise VQBenchError(f"{where}: model.params lacks {missing[0]}; is it a VQModel config?")
-    if params.get("remap") is not None:
-        raise VQBenchError(f"{where}: a remapped codebook (remap) is not supported")
-    ddconfig = params["ddconfig"]
-    for key, value in _FIXED.items():
-        if ddconfig.get(key, value) != value:
-            raise VQBenchError(f"{where}: ddconfig.{key}={ddconfig[key]} is not supported")
-
-
-def build(params: Mapping[str, Any]) -> VQAutoencoder:
-    """taming's `VQModel` architecture from `model.params`: level `i` (size `resolution/2^i`)
-    has attention when that size is in `attn_resolutions`."""
-    dd = params["ddconfig"]
-    levels = range(len(dd["ch_mult"]))
-    attention = {i for i in levels if dd["resolution"] // 2**i in dd["attn_resolutions"]}
-    shared = {"ch": dd["ch"], "ch_mult": dd["ch_mult"], "num_res_blocks": dd["num_res_blocks"]}
+def build(params: VQModelParams) -> VQAutoencoder:
+    """taming's `VQModel` architecture: level `i` (size `resolution/2^i`) has attention when
+    that size is in `attn_resolutions`."""
+    dd = params.ddconfig
+    levels = range(len(dd.ch_mult))
+    attention = {i for i in levels if dd.resolution // 2**i in dd.attn_resolutions}
+    shared = {"ch": dd.ch, "ch_mult": dd.ch_mult, "num_res_blocks": dd.num_res_blocks}
     shared |= {"attention_levels": attention, "layout": TAMING}
-    encoder = Encoder(**shared, out_channels=dd["z_channels"], in_channels=dd["in_channels"])
-    decoder = Decoder(**shared, z_channels=dd["z_channels"], out_channels=dd["out_ch"])
-    codebook = Codebook(params["n_embed"], params["embed_dim"])
-    return VQAutoencoder(encoder, decoder, codebook, dd["z_channels"])
+    encoder = Encoder(**shared, out_channels=dd.z_channels, in_channels=dd.in_channels)
+    decoder = Decoder(**shared, z_channels=dd.z_channels, out_channels=dd.out_ch)
+    codebook = Codebook(params.n_embed, params.embed_dim)
+    return VQAutoencoder(encoder, decoder, codebook, dd.z_channels)
 
 
 @register_adapter("taming_vqgan")
@@ -117,11 +173,11 @@ class TamingVQGAN(PublishedTokenizer):
         "Decoder; taming/modules/vqvae/quantize.py VectorQuantizer2)"
     )
 
-    def __init__(self, params: Mapping[str, Any]) -> None:
+    def __init__(self, params: VQModelParams) -> None:
         super().__init__()
-        self.params = dict(params)
+        self.params = params
         self.model = build(params)
-        self.resolution = int(params["ddconfig"]["resolution"])
+        self.resolution = params.ddconfig.resolution
 
     @classmethod
     def from_checkpoint(
@@ -140,9 +196,7 @@ class TamingVQGAN(PublishedTokenizer):
                 f"taming_vqgan has no option '{next(iter(options))}'; it takes config=PATH "
                 f"or preset=({'|'.join(PRESETS)})"
             )
-        params, where = _params(config, preset)
-        check_params(params, where)
-        tokenizer = cls(params)
+        tokenizer = cls(parse_params(*_params(config, preset)))
         loaded = read_checkpoint(checkpoint, trust=trust)
         state = state_dict_of(loaded, ("state_dict",), file=checkpoint)
         load_exact(tokenizer.model, state, file=checkpoint, ignore=("loss.",))
@@ -150,10 +204,10 @@ class TamingVQGAN(PublishedTokenizer):
 
     @property
     def downsampling(self) -> int:
-        return 2 ** (len(self.params["ddconfig"]["ch_mult"]) - 1)
+        return 2 ** (len(self.params.ddconfig.ch_mult) - 1)
 
     def index_sizes(self) -> list[int]:
-        return [int(self.params["n_embed"])]
+        return [self.params.n_embed]
 
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> torch.Tensor:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from vqbench_adapters.taming_vqgan import PRESETS, TamingVQGAN
+from vqbench_adapters.taming_vqgan import PRESETS, TamingVQGAN, parse_params
 
 from tests.reference.fixtures import FIXTURES, assert_close, load_fixture
 from vqbench.errors import VQBenchError
@@ -72,7 +72,7 @@ def test_presets_are_the_released_imagenet_architecture(fixture, preset: str) ->
     assert params["ddconfig"] == official["params"]["ddconfig"]
     assert params["embed_dim"] == official["params"]["embed_dim"]
     with torch.device("meta"):
-        model = TamingVQGAN(params).model
+        model = TamingVQGAN(parse_params(params, preset)).model
     shapes = {k: list(v.shape) for k, v in model.state_dict().items()}
     n_embed = params["n_embed"]
     expected = dict(official["shapes"], **{"quantize.embedding.weight": [n_embed, 256]})
@@ -82,7 +82,7 @@ def test_presets_are_the_released_imagenet_architecture(fixture, preset: str) ->
 
 def test_the_released_architecture_encodes_and_decodes_at_f16() -> None:
     torch.manual_seed(0)
-    tokenizer = TamingVQGAN(PRESETS["imagenet_f16_1024"]).eval()
+    tokenizer = TamingVQGAN(parse_params(PRESETS["imagenet_f16_1024"], "preset")).eval()
     assert tokenizer.downsampling == 16 and tokenizer.index_sizes() == [1024]
     indices = tokenizer.encode(torch.rand(1, 3, 32, 48) * 2 - 1)
     assert indices.shape == (1, 2, 3) and int(indices.max()) < 1024
@@ -120,9 +120,17 @@ def test_bad_options_and_configs_are_one_line(tmp_path: Path) -> None:
     double = yaml.safe_load(CONFIG.read_text())
     double["model"]["params"]["ddconfig"]["double_z"] = True
     (tmp_path / "double.yaml").write_text(yaml.safe_dump(double))
+    remap = yaml.safe_load(CONFIG.read_text())
+    remap["model"]["params"]["remap"] = "used.npy"
+    (tmp_path / "remap.yaml").write_text(yaml.safe_dump(remap))
+    narrow = yaml.safe_load(CONFIG.read_text())
+    narrow["model"]["params"]["ddconfig"]["ch"] = 24
+    (tmp_path / "narrow.yaml").write_text(yaml.safe_dump(narrow))
     cases = [
         ({"config": tmp_path / "gumbel.yaml"}, "only VQModel checkpoints are supported"),
-        ({"config": tmp_path / "double.yaml"}, "ddconfig.double_z=True is not supported"),
+        ({"config": tmp_path / "double.yaml"}, "ddconfig.double_z=True is invalid: not supported"),
+        ({"config": tmp_path / "remap.yaml"}, "remapped codebook is not supported"),
+        ({"config": tmp_path / "narrow.yaml"}, "must be a multiple of 32"),
         ({"config": tmp_path / "absent.yaml"}, "does not exist"),
         ({"preset": "imagenet_f8"}, "no preset 'imagenet_f8'"),
         ({"preset": "imagenet_f16_1024", "config": CONFIG}, "not both"),
