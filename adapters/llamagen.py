@@ -3,7 +3,8 @@ published tokenizer.
 
 A released tokenizer is the training checkpoint of LlamaGen's `vq_train.py`, a dict with the
 weights under `model` (beside `optimizer`, `discriminator`, `optimizer_disc`, `steps`, `args`,
-and `ema` when trained with EMA). `weights="model"` (default; what LlamaGen's samplers load
+and `ema` when trained with EMA); the pickled `args` namespace is read into an inert
+stand-in, so the file needs no trust. `weights="model"` (default; what LlamaGen's samplers load
 from `vq_ds16_c2i.pt`; else `state_dict`, else a bare state dict) or `weights="ema"` picks
 the state dict. Its `quantize.codebook_used`
 buffer (recent indices, a training statistic) is loaded when the file has it.
@@ -26,6 +27,7 @@ from typing import Any
 import pydantic
 import torch
 from pydantic import PositiveInt
+from vqbench_adapters._checkpoints import read_training_checkpoint
 from vqbench_adapters._taming_blocks import LLAMAGEN, Codebook, Decoder, Encoder, VQAutoencoder
 
 from vqbench.errors import VQBenchError
@@ -33,7 +35,6 @@ from vqbench.params import PluginParams, validate_params
 from vqbench.published import (
     PublishedTokenizer,
     load_exact,
-    read_checkpoint,
     register_adapter,
     state_dict_of,
 )
@@ -133,7 +134,7 @@ class LlamaGenVQ(PublishedTokenizer):
         if weights not in WEIGHTS:
             raise VQBenchError(f"llamagen_vq16 weights='{weights}': choose model or ema")
         arch = architecture(preset, dict(options))
-        loaded = read_checkpoint(checkpoint, trust=trust)
+        loaded = read_training_checkpoint(checkpoint, trust=trust, inert=("argparse.Namespace",))
         if weights == "ema" and "ema" not in loaded:
             raise VQBenchError(f"'{checkpoint}' holds no 'ema' weights; use weights='model'")
         keys = ("ema",) if weights == "ema" else ("model", "state_dict")  # as vq_demo.py reads

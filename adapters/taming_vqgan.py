@@ -2,8 +2,10 @@
 tokenizer.
 
 A released model is a Lightning checkpoint (`last.ckpt`: `state_dict`, whose `loss.*` keys
-are the LPIPS and discriminator of training and are ignored) and a `model.yaml` whose
-`model.params` hold `ddconfig` (the encoder/decoder), `n_embed` and `embed_dim`. Options:
+are the LPIPS and discriminator of training and are ignored; the Lightning objects pickled
+beside it are read into inert stand-ins, so neither trust nor Lightning is needed) and a
+`model.yaml` whose `model.params` hold `ddconfig` (the encoder/decoder), `n_embed` and
+`embed_dim`. Options:
 
 * `config=PATH`: that yaml file (any `VQModel` config: `configs/*_vqgan.yaml` or a released
   `model.yaml`/`*-project.yaml`);
@@ -28,6 +30,7 @@ import pydantic
 import torch
 import yaml
 from pydantic import PositiveInt
+from vqbench_adapters._checkpoints import read_training_checkpoint
 from vqbench_adapters._taming_blocks import TAMING, Codebook, Decoder, Encoder, VQAutoencoder
 
 from vqbench.errors import VQBenchError
@@ -35,7 +38,6 @@ from vqbench.params import format_validation_error
 from vqbench.published import (
     PublishedTokenizer,
     load_exact,
-    read_checkpoint,
     register_adapter,
     state_dict_of,
 )
@@ -197,7 +199,7 @@ class TamingVQGAN(PublishedTokenizer):
                 f"or preset=({'|'.join(PRESETS)})"
             )
         tokenizer = cls(parse_params(*_params(config, preset)))
-        loaded = read_checkpoint(checkpoint, trust=trust)
+        loaded = read_training_checkpoint(checkpoint, trust=trust)  # Lightning's objects inert
         state = state_dict_of(loaded, ("state_dict",), file=checkpoint)
         load_exact(tokenizer.model, state, file=checkpoint, ignore=("loss.",))
         return tokenizer

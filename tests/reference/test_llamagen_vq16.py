@@ -9,6 +9,7 @@ give the same indices (exactly) and reconstructions (to 1e-5).
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ from vqbench_adapters.llamagen import PRESETS, LlamaGenVQ, architecture
 
 from tests.reference.fixtures import FIXTURES, assert_close, load_fixture
 from vqbench.errors import VQBenchError
-from vqbench.published import load_published
+from vqbench.published import load_published, read_checkpoint
 
 NAME = "llamagen_vq16"
 CHECKPOINT = FIXTURES / f"{NAME}.pt"
@@ -114,6 +115,21 @@ def test_a_checkpoint_that_does_not_fit_is_one_line_naming_the_key(fixture, tmp_
         load_published(NAME, CHECKPOINT)
     assert "'encoder.conv_in.weight' has shape (32, 3, 3, 3) in the file" in str(err.value)
     assert "\n" not in str(err.value)
+
+
+def test_the_training_scripts_args_namespace_needs_no_trust(fixture, tmp_path) -> None:
+    """`vq_train.py` pickles its `argparse.Namespace` as `args`; other objects need trust."""
+    state = torch.load(CHECKPOINT, weights_only=True)["model"]
+    args = argparse.Namespace(vq_model="VQ-16", codebook_size=64)
+    torch.save({"model": state, "args": args}, tmp_path / "args.pt")
+    with pytest.raises(VQBenchError, match="--trust-checkpoint"):
+        read_checkpoint(tmp_path / "args.pt")  # the file holds a pickled object
+    check_outputs(load_published(NAME, tmp_path / "args.pt", **options(fixture)), fixture)
+    torch.save({"model": state, "args": args, "path": Path("x")}, tmp_path / "other.pt")
+    with pytest.raises(VQBenchError, match="--trust-checkpoint"):
+        load_published(NAME, tmp_path / "other.pt", **options(fixture))
+    trusted = load_published(NAME, tmp_path / "other.pt", trust=True, **options(fixture))
+    check_outputs(trusted, fixture)
 
 
 def test_bad_options_are_one_line(fixture) -> None:

@@ -8,6 +8,8 @@ latents, indices and reconstructions on fixed images. The adapter loads that che
 
 from __future__ import annotations
 
+import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -17,7 +19,7 @@ from vqbench_adapters.taming_vqgan import PRESETS, TamingVQGAN, parse_params
 
 from tests.reference.fixtures import FIXTURES, assert_close, load_fixture
 from vqbench.errors import VQBenchError
-from vqbench.published import load_published
+from vqbench.published import load_published, read_checkpoint
 
 NAME = "taming_vqgan"
 CHECKPOINT, CONFIG = FIXTURES / f"{NAME}.ckpt", FIXTURES / f"{NAME}.yaml"
@@ -87,6 +89,37 @@ def test_the_released_architecture_encodes_and_decodes_at_f16() -> None:
     indices = tokenizer.encode(torch.rand(1, 3, 32, 48) * 2 - 1)
     assert indices.shape == (1, 2, 3) and int(indices.max()) < 1024
     assert tokenizer.decode(indices).shape == (1, 3, 32, 48)
+
+
+def lightning_checkpoint(monkeypatch, path: Path) -> Path:
+    """The fixture's checkpoint as Lightning 1.x saves one: its `ModelCheckpoint` callback
+    pickled (keyed by its class) beside `state_dict`, from a `pytorch_lightning` that is then
+    gone (made up here, removed before loading)."""
+    with monkeypatch.context() as patch:
+        names = ["pytorch_lightning", "pytorch_lightning.callbacks"]
+        names.append("pytorch_lightning.callbacks.model_checkpoint")
+        modules = [types.ModuleType(name) for name in names]
+        for parent, child in zip(modules, modules[1:], strict=False):
+            setattr(parent, child.__name__.rsplit(".", 1)[1], child)
+        callback = type("ModelCheckpoint", (), {"__module__": names[-1]})
+        modules[-1].ModelCheckpoint = callback
+        for module in modules:
+            patch.setitem(sys.modules, module.__name__, module)
+        state = {"state_dict": _state(), "callbacks": {callback: {"best_model_score": 0.5}}}
+        state["pytorch-lightning_version"] = "1.0.8"
+        torch.save(state, path)
+    assert "pytorch_lightning" not in sys.modules
+    return path
+
+
+def test_a_lightning_checkpoint_loads_without_lightning_or_trust(fixture, monkeypatch, tmp_path):
+    path = lightning_checkpoint(monkeypatch, tmp_path / "last.ckpt")
+    with pytest.raises(VQBenchError, match="--trust-checkpoint"):
+        read_checkpoint(path)  # the file holds Lightning's objects
+    tokenizer = load_published(NAME, path, config=CONFIG)
+    assert torch.equal(tokenizer.encode(fixture["images"]), fixture["indices"])
+    assert_close(tokenizer.decode(fixture["indices"]), fixture["decoded"], "decoded", **TOL)
+    assert load_published(NAME, path, config=CONFIG, trust=True).index_sizes() == [64]
 
 
 def _save(state: dict, path: Path) -> Path:
