@@ -146,6 +146,14 @@ def test_a_checkpoint_that_does_not_fit_is_one_line_naming_the_key(tmp_path: Pat
     assert "\n" not in message
 
 
+def test_a_damaged_or_absent_checkpoint_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "last.ckpt").write_bytes(b"not a checkpoint")
+    for path in (tmp_path / "last.ckpt", tmp_path / "absent.ckpt"):
+        with pytest.raises(VQBenchError, match=f"checkpoint '{path}'") as err:
+            load_published(NAME, path, config=CONFIG)
+        assert "\n" not in str(err.value)
+
+
 def test_bad_options_and_configs_are_one_line(tmp_path: Path) -> None:
     gumbel = yaml.safe_load(CONFIG.read_text())
     gumbel["model"]["target"] = "taming.models.vqgan.GumbelVQ"

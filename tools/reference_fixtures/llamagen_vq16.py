@@ -11,8 +11,10 @@ channel multipliers ([1, 1]: two resolution levels) and `z_channels` (16); the w
 128 in the file) and `num_res_blocks` (2) are arguments of the file's `Encoder`/`Decoder`
 that `VQModel` leaves at their defaults, so the module's `Encoder`/`Decoder` names are bound
 to the same classes with `ch=32, num_res_blocks=1` before `VQModel` is built. GroupNorm scales
-and shifts are drawn at random (1 and 0 would hide a swapped norm), all weights rounded to
-float16 and stored so (the file stays under 1 MB; the model ran with exactly these values).
+and shifts are drawn at random (1 and 0 would hide a swapped norm), and the raw codes with
+norms from 0.3 to 3 (the file normalises them at initialisation only, training does not);
+all weights are rounded to float16 and stored so (the file stays under 1 MB; the model ran
+with exactly these values).
 
 Writes `llamagen_vq16.pt` (the layout of LlamaGen's `vq_train.py`: `model`, `optimizer`,
 `discriminator`, `optimizer_disc`, `steps`, `args`) and `llamagen_vq16.{safetensors,json}`:
@@ -58,7 +60,9 @@ def build(ref) -> torch.nn.Module:
         model = ref.VQModel(ref.ModelArgs(**MODEL_ARGS)).eval()
     finally:
         ref.Encoder, ref.Decoder = encoder, decoder
-    with torch.no_grad():
+    with torch.no_grad():  # trained codes are not unit vectors: their norms must not matter
+        codes = model.quantize.embedding.weight
+        codes.copy_(torch.randn_like(codes) * torch.empty(len(codes), 1).uniform_(0.3, 3.0))
         for module in model.modules():
             if isinstance(module, torch.nn.GroupNorm):
                 module.weight.copy_(1 + 0.1 * torch.randn_like(module.weight))
