@@ -51,6 +51,7 @@ def test_read_checkpoint_refuses_pickled_objects_unless_trusted(tmp_path):
         ("w.txt", b"x", "not a weights file"),
         ("cut.pt", "truncate", "damaged"),
         ("junk.safetensors", b"\x00" * 20, "damaged"),
+        ("garbage.pt", b"garbage" * 20, "damaged \\(Unsupported operand"),
         ("list.pt", "list", "not a state dict"),
     ],
 )

@@ -159,12 +159,12 @@ def read_checkpoint(path: str | Path, *, trust: bool = False) -> dict[str, Any]:
     try:
         loaded = torch.load(file, map_location="cpu", weights_only=not trust)
     except pickle.UnpicklingError as err:
-        if "weights_only" in str(err) or "Unsupported global" in str(err):
+        if "Unsupported global" in str(err):  # a class or function, not damage
             raise VQBenchError(
                 f"checkpoint '{file}' holds pickled Python objects besides tensors; if you trust "
                 f"where it comes from, pass --trust-checkpoint (trust=True) to load it"
             ) from None
-        raise VQBenchError(f"checkpoint '{file}' is damaged ({_first_line(err)})") from None
+        raise VQBenchError(f"checkpoint '{file}' is damaged ({_unpickler_error(err)})") from None
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as err:
         raise VQBenchError(f"checkpoint '{file}' is damaged ({_first_line(err)})") from None
     if not isinstance(loaded, Mapping):
@@ -217,6 +217,13 @@ def load_exact(
     if extra:
         raise VQBenchError(f"{what}: unexpected key '{extra[0]}' (and {len(extra) - 1} more)")
     module.load_state_dict(state, strict=True)
+
+
+def _unpickler_error(err: BaseException) -> str:
+    """The unpickler's own complaint inside torch's weights-only message (else its first line)."""
+    lines = [line.strip() for line in str(err).splitlines()]
+    found = [line for line in lines if line.startswith("Unsupported")]
+    return found[0] if found else _first_line(err)
 
 
 def _first_line(err: BaseException) -> str:
