@@ -4,10 +4,11 @@ published tokenizer.
 A released tokenizer is the training checkpoint of LlamaGen's `vq_train.py`, a dict with the
 weights under `model` (beside `optimizer`, `discriminator`, `optimizer_disc`, `steps`, `args`,
 and `ema` when trained with EMA); the pickled `args` namespace is read into an inert
-stand-in, so the file needs no trust. `weights="model"` (default; what LlamaGen's samplers load
-from `vq_ds16_c2i.pt`; else `state_dict`, else a bare state dict) or `weights="ema"` picks
-the state dict. Its `quantize.codebook_used`
-buffer (recent indices, a training statistic) is loaded when the file has it.
+stand-in, so the file needs no trust. `weights="auto"` (default) reads the state dict as
+LlamaGen's own reconstruction evaluation (`reconstruction_vq_ddp.py`, its rFID) and `vq_demo.py`
+do: `ema` when the file has it, else `model` (else `state_dict`, else a bare state dict);
+`weights="model"` (what its class-conditional samplers load) or `weights="ema"` pick one.
+Its `quantize.codebook_used` buffer (recent indices, a training statistic) is loaded when the file has it.
 
 Presets (`preset=NAME`, default `vq_ds16_c2i`) are the released ImageNet tokenizers:
 `vq_ds16_c2i` (`vq_ds16_c2i.pt`, `VQ_16`: `ch_mult` [1, 1, 2, 2, 4]) and `vq_ds8_c2i`
@@ -69,7 +70,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "vq_ds16_c2i": {},
     "vq_ds8_c2i": {"encoder_ch_mult": (1, 2, 2, 4), "decoder_ch_mult": (1, 2, 2, 4)},
 }
-WEIGHTS = ("model", "ema")
+WEIGHTS = ("auto", "model", "ema")
 
 
 def build(arch: Architecture, *, usage_buffer: bool) -> VQAutoencoder:
@@ -126,18 +127,20 @@ class LlamaGenVQ(PublishedTokenizer):
         *,
         trust: bool = False,
         preset: str | None = None,
-        weights: str = "model",
+        weights: str = "auto",
         **options: Any,
     ) -> LlamaGenVQ:
-        """The weights under `weights` (`model` or `ema`) of `checkpoint`, in the architecture
-        of `preset` with `options` overriding its fields."""
+        """The weights under `weights` (`auto`, `model` or `ema`) of `checkpoint`, in the
+        architecture of `preset` with `options` overriding its fields."""
         if weights not in WEIGHTS:
-            raise VQBenchError(f"llamagen_vq16 weights='{weights}': choose model or ema")
+            raise VQBenchError(f"llamagen_vq16 weights='{weights}': choose auto, model or ema")
         arch = architecture(preset, dict(options))
         loaded = read_training_checkpoint(checkpoint, trust=trust, inert=("argparse.Namespace",))
         if weights == "ema" and "ema" not in loaded:
             raise VQBenchError(f"'{checkpoint}' holds no 'ema' weights; use weights='model'")
-        keys = ("ema",) if weights == "ema" else ("model", "state_dict")  # as vq_demo.py reads
+        if weights == "auto":  # as reconstruction_vq_ddp.py and vq_demo.py read
+            weights = "ema" if "ema" in loaded else "model"
+        keys = ("ema",) if weights == "ema" else ("model", "state_dict")
         state = state_dict_of(loaded, keys, file=checkpoint)
         tokenizer = cls(arch, usage_buffer="quantize.codebook_used" in state)
         load_exact(tokenizer.model, state, file=checkpoint)

@@ -68,7 +68,9 @@ def test_shapes_index_sizes_and_downsampling(fixture, tokenizer) -> None:
     assert not tokenizer.training and not any(p.requires_grad for p in tokenizer.parameters())
 
 
-def test_ema_weights_on_request_and_a_file_without_the_usage_buffer(fixture, tmp_path) -> None:
+def test_ema_weights_by_default_as_the_official_evaluation_and_a_file_without_the_usage_buffer(
+    fixture, tmp_path
+) -> None:
     state = torch.load(CHECKPOINT, weights_only=True)["model"]
     del state["quantize.codebook_used"]
     other = {k: torch.zeros_like(v) for k, v in state.items()}
@@ -76,7 +78,8 @@ def test_ema_weights_on_request_and_a_file_without_the_usage_buffer(fixture, tmp
     tokenizer = load_published(NAME, tmp_path / "ema.pt", weights="ema", **options(fixture))
     check_outputs(tokenizer, fixture)
     assert not hasattr(tokenizer.model.quantize, "codebook_used")
-    model = load_published(NAME, tmp_path / "ema.pt", **options(fixture))
+    check_outputs(load_published(NAME, tmp_path / "ema.pt", **options(fixture)), fixture)
+    model = load_published(NAME, tmp_path / "ema.pt", weights="model", **options(fixture))
     assert torch.equal(model.model.quantize.embedding.weight, other["quantize.embedding.weight"])
 
 
@@ -135,7 +138,7 @@ def test_the_training_scripts_args_namespace_needs_no_trust(fixture, tmp_path) -
 def test_bad_options_are_one_line(fixture) -> None:
     cases = [
         ({"preset": "vq_ds32"}, "no preset 'vq_ds32'"),
-        ({"weights": "best"}, "choose model or ema"),
+        ({"weights": "best"}, "choose auto, model or ema"),
         ({"weights": "ema"}, "holds no 'ema' weights"),
         ({"norm_type": "batch"}, "unknown parameter 'norm_type'"),
         ({"ch": 16}, "ch=16 times channel multiplier 1 is not a multiple of 32"),
