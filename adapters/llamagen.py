@@ -8,7 +8,8 @@ stand-in, so the file needs no trust. `weights="auto"` (default) reads the state
 LlamaGen's own reconstruction evaluation (`reconstruction_vq_ddp.py`, its rFID) and `vq_demo.py`
 do: `ema` when the file has it, else `model` (else `state_dict`, else a bare state dict);
 `weights="model"` (what its class-conditional samplers load) or `weights="ema"` pick one.
-Its `quantize.codebook_used` buffer (recent indices, a training statistic) is loaded when the file has it.
+Its `quantize.codebook_used` buffer (recent indices, a training statistic) is loaded when the
+file has it.
 
 Presets (`preset=NAME`, default `vq_ds16_c2i`) are the released ImageNet tokenizers:
 `vq_ds16_c2i` (`vq_ds16_c2i.pt`, `VQ_16`: `ch_mult` [1, 1, 2, 2, 4]) and `vq_ds8_c2i`
