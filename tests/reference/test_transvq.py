@@ -6,7 +6,11 @@ Fixtures: `tools/reference_fixtures/transvq.py`. The frozen codebook and every t
 weight are copied; indices, `z_q`, the loss and the gradients with respect to the input and
 every weight must match, with 2 blocks of 2 heads and learned positions, and with sinusoidal
 positions. The initial codebook of the config's transformer is compared by its statistics
-over seeds (no weight copied); the defaults are the config's.
+over seeds (no weight copied); the defaults are the config's. `transvq_train` trains the
+module alone for 12 Adam steps with the reference's optimiser (Adam over
+`quantize.parameters()`, betas (0.5, 0.9)): ours, started from the same weights and trained
+with the engine's optimiser (`vqbench.build.build_optimizers`), must pick the same codes at
+every step, reach the same weights and leave the frozen codebook where it was.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ import pytest
 import torch
 
 from tests.reference.fixtures import assert_close, init_statistics, load_fixture, surrogate_backward
+from vqbench.build import build_optimizers
+from vqbench.config import parse_run_config
 from vqbench.quantizer import create_quantizer, get_quantizer_class
 
 TOL = {"rtol": 1e-5, "atol": 1e-6}
@@ -53,6 +59,39 @@ def test_transvq_reproduces_official_transvq(name):
     assert_close(z.grad, fixture["grad_z"], "gradient w.r.t. the input", **TOL)
     for param_name, param in quantizer.transform.named_parameters():
         assert_close(param.grad, fixture[f"g.{param_name}"], f"gradient w.r.t. {param_name}", **TOL)
+
+
+def engine_optimizer(model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
+    """The optimiser vqbench's trainer builds for `model` (no discriminator)."""
+    config = parse_run_config(
+        {"name": "t", "quantizer": {"name": "transvq"}, "optim": {"lr": lr}}, "test"
+    )
+    return build_optimizers(config, model, None)[0]
+
+
+def test_transvq_trains_as_official_transvq():
+    fixture = load_fixture("transvq_train")
+    s = fixture.settings
+    params = ours(s["case_transform"])
+    quantizer = create_quantizer(
+        "transvq", codebook_size=s["codebook_size"], dim=s["dim"], **params
+    ).train()
+    weights = {k[2:]: v for k, v in fixture.tensors.items() if k.startswith("w.")}
+    quantizer.transform.load_state_dict(weights, strict=True)
+    with torch.no_grad():
+        quantizer.core.copy_(fixture["frozen"])
+    optimizer = engine_optimizer(quantizer, s["lr"])
+    assert list(optimizer.defaults["betas"]) == s["betas"], "Adam's betas"
+    for step in range(s["steps"]):
+        optimizer.zero_grad()
+        out = quantizer(fixture["z"][step].clone().requires_grad_(True))
+        surrogate_backward(out.z_q, out.loss, fixture["upstream"][step])
+        optimizer.step()
+        assert torch.equal(out.indices.flatten(), fixture["indices"][step]), f"indices, {step}"
+        assert_close(out.loss, fixture["loss"][step], f"loss at step {step}", **TOL)
+    assert torch.equal(quantizer.core, fixture["frozen_after"]), "the frozen codebook moved"
+    for name, param in quantizer.transform.named_parameters():
+        assert_close(param, fixture[f"f.{name}"], f"trained {name}", rtol=1e-4, atol=1e-5)
 
 
 def test_transvq_initial_codebook_statistics():

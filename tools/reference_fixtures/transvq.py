@@ -16,7 +16,11 @@ norms' weights are moved off their (1, 0) start so that they matter. Case
 `transvq_deep` uses 2 blocks of 2 heads and a narrower width (so that the fixture stays
 small), `transvq_sinusoidal` the fixed positions. `transvq_init` holds statistics of the
 initial live codebook of the config's transformer, and of the frozen one, over seeds 0-3 (a
-fresh module per seed).
+fresh module per seed). `transvq_train` trains the module on its own for `TRAIN_STEPS` steps
+with the reference's optimiser (`VQModel.configure_optimizers`: Adam over
+`quantize.parameters()`, betas (0.5, 0.9)) on fixed inputs and records the start, the indices
+and loss of every step and the trained weights (`f.<name>`): what training moves and what it
+leaves frozen.
 """
 
 from __future__ import annotations
@@ -48,6 +52,8 @@ CASES = [
     ("transvq_sinusoidal", {"model_dim": 16, "use_learned_pos": False}),
 ]
 INIT_K, INIT_D, SEEDS = 512, 8, range(4)
+#: The training case: its transformer, steps, learning rate and Adam's betas (the reference's).
+TRAIN_TRANSFORM, TRAIN_STEPS, TRAIN_LR, BETAS = {"model_dim": 32}, 12, 1e-2, (0.5, 0.9)
 
 
 def import_reference(checkout: Path):
@@ -113,6 +119,39 @@ def run_case(ref, settings: dict, transform: dict, seed: int) -> dict[str, torch
     }
 
 
+def train_case(ref, settings: dict, transform: dict, seed: int) -> dict[str, torch.Tensor]:
+    """`TRAIN_STEPS` Adam steps of the module alone on `loss + <z_q, upstream>`."""
+    torch.manual_seed(seed)
+    quantizer = build(ref, K, D, settings, transform).train()
+    params = dict(quantizer.code_transform.named_parameters())
+    start = {f"w.{name}": value.detach().clone() for name, value in params.items()}
+    frozen = quantizer.frozen_codebook.clone()
+    optimizer = torch.optim.Adam(quantizer.parameters(), lr=TRAIN_LR, betas=BETAS)
+    generator = torch.Generator().manual_seed(seed)
+    z = torch.randn((TRAIN_STEPS, *SHAPE), generator=generator) * 0.5
+    upstream = torch.randn((TRAIN_STEPS, *SHAPE), generator=generator) * 0.01
+    indices, losses = [], []
+    for step in range(TRAIN_STEPS):
+        optimizer.zero_grad()
+        z_q, loss, (_, _, idx) = quantizer(z[step].clone().requires_grad_(True))
+        loss = settings["codebook_weight"] * loss
+        surrogate_backward(z_q, loss, upstream[step])
+        optimizer.step()
+        indices.append(idx.flatten())
+        losses.append(loss.detach())
+    trained = {f"f.{name}": value.detach().clone() for name, value in params.items()}
+    return {
+        **start,
+        **trained,
+        "frozen": frozen,
+        "frozen_after": quantizer.frozen_codebook.clone(),
+        "z": z,
+        "upstream": upstream,
+        "indices": torch.stack(indices),
+        "loss": torch.stack(losses),
+    }
+
+
 def init_stats(ref, settings: dict) -> dict[str, torch.Tensor]:
     """Statistics of the initial live codebook `T(C^)` and of the frozen `C^`, per seed."""
     live, frozen = [], []
@@ -140,6 +179,11 @@ def main() -> None:
         write_fixture(
             name, run_case(ref, settings, transform, seed), settings={**settings, **case}, **write
         )
+    transform = {**settings["transform"], **TRAIN_TRANSFORM}
+    case = {"codebook_size": K, "dim": D, "case_transform": transform, "seed": len(CASES)}
+    case |= {"steps": TRAIN_STEPS, "lr": TRAIN_LR, "betas": list(BETAS)}
+    tensors = train_case(ref, settings, transform, case["seed"])
+    write_fixture("transvq_train", tensors, settings={**settings, **case}, **write)
     init = {"init_codebook_size": INIT_K, "init_dim": INIT_D, "init_seeds": list(SEEDS)}
     write_fixture("transvq_init", init_stats(ref, settings), settings={**settings, **init}, **write)
 
