@@ -1,0 +1,127 @@
+"""IBQ's image tokenizer (TencentARC/SEED-Voken, `src/IBQ/models/ibqgan.py`, class `IBQ`).
+
+The VQGAN encoder and decoder (`_ibq_blocks`) around `quant_conv` / `post_quant_conv` and index
+backpropagation quantization (Shi et al. 2024, Eq. 2-3): the index of a token is the argmax over
+the codebook of `softmax(<z, e_n>)` (dot products, not distances), its code the codebook row.
+Released checkpoints are Lightning `.ckpt` files; their evaluation uses the EMA weights
+(`use_ema: True` in the configs), as `use_ema` does here by default.
+
+Presets (`preset=`), the released ImageNet 256x256 tokenizers (f16, 256 channels per code;
+hyperparameters from `configs/IBQ/gpu/imagenet_ibqgan_<codes>.yaml`): `imagenet256_1024`,
+`imagenet256_8192`, `imagenet256_16384` and `imagenet256_262144`, the checkpoints
+`imagenet256_<codes>.ckpt` of the official evaluation script.
+
+Not supported: the `pretrain_*` tokenizers (`ibqgan_pretrain.py`) and the `remap` option.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from vqbench_adapters._ibq_blocks import Decoder, Encoder
+from vqbench_adapters._lightning_ema import (
+    architecture,
+    ddconfig_value,
+    load_lightning,
+    model_value,
+    reject_unknown,
+)
+
+from vqbench.published import PublishedTokenizer
+
+BLOCK_KEYS = ("ch", "ch_mult", "num_res_blocks", "attn_resolutions", "resolution", "z_channels")
+OPTIONS = ("preset", "config", "use_ema")
+
+
+def _preset(codes: int) -> dict[str, Any]:
+    ddconfig = {
+        "z_channels": 256,
+        "resolution": 256,
+        "ch": 128,
+        "ch_mult": [1, 1, 2, 2, 4],
+        "num_res_blocks": 4,
+        "attn_resolutions": [16],
+        "dropout": 0.0,
+    }
+    return {"ddconfig": ddconfig, "n_embed": codes, "embed_dim": 256, "use_ema": True} | {
+        "image_size": 256
+    }
+
+
+PRESETS = {f"imagenet256_{codes}": _preset(codes) for codes in (1024, 8192, 16384, 262144)}
+
+
+class IBQ(PublishedTokenizer):
+    """IBQ's `IBQ` model (index backpropagation quantization), in evaluation mode."""
+
+    source: ClassVar[str] = (
+        "TencentARC/SEED-Voken@b9a17eac8e2c, src/IBQ/models/ibqgan.py IBQ "
+        "(modules/diffusionmodules/model.py, modules/vqvae/quantize.py IndexPropagationQuantize)"
+    )
+
+    def __init__(
+        self, *, blocks: dict[str, Any], codebook_size: int, dim: int, resolution: int = 256
+    ) -> None:
+        super().__init__()
+        self.encoder = Encoder(**blocks)
+        self.decoder = Decoder(**blocks)
+        self.quantize = nn.Module()
+        self.quantize.embedding = nn.Embedding(codebook_size, dim)
+        self.quant_conv = nn.Conv2d(blocks["z_channels"], dim, 1)
+        self.post_quant_conv = nn.Conv2d(dim, blocks["z_channels"], 1)
+        self.resolution = resolution
+        self._downsampling = 2 ** (len(blocks["ch_mult"]) - 1)
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        checkpoint: str | Path,
+        *,
+        trust: bool = False,
+        preset: str = "imagenet256_16384",
+        config: str | Path | None = None,
+        use_ema: bool | None = None,
+        **unknown: Any,
+    ) -> IBQ:
+        """The released tokenizer in `checkpoint`, its architecture from `config` (the official
+        yaml file) or `preset`; `use_ema` defaults to the config's (the official evaluation's
+        choice)."""
+        reject_unknown("ibq", unknown, OPTIONS)
+        source, args = architecture(PRESETS, preset, config)
+        blocks = {key: ddconfig_value(args, key, source) for key in BLOCK_KEYS}
+        blocks["dropout"] = args["ddconfig"].get("dropout", 0.0)
+        model = cls(
+            blocks=blocks,
+            codebook_size=model_value(args, "n_embed", source),
+            dim=model_value(args, "embed_dim", source),
+            resolution=int(args.get("image_size", 256)),
+        )
+        ema = bool(model_value(args, "use_ema", source, False)) if use_ema is None else use_ema
+        load_lightning(model, checkpoint, trust=trust, use_ema=ema)
+        return model
+
+    @property
+    def downsampling(self) -> int:
+        return self._downsampling
+
+    def index_sizes(self) -> list[int]:
+        return [self.quantize.embedding.num_embeddings]
+
+    def _logits(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, K, h, w): the dot products of each latent with each code."""
+        z = self.quant_conv(self.encoder(images))
+        return torch.einsum("b d h w, n d -> b n h w", z, self.quantize.embedding.weight)
+
+    @torch.no_grad()
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        # argmax of the softmax, as the official code takes it (saturated ties included)
+        return F.softmax(self._logits(images), dim=1).max(1)[1]
+
+    @torch.no_grad()
+    def decode(self, indices: torch.Tensor) -> torch.Tensor:
+        codes = self.quantize.embedding(indices).permute(0, 3, 1, 2).contiguous()
+        return self.decoder(self.post_quant_conv(codes))
