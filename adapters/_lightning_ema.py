@@ -13,14 +13,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import yaml
 from torch import nn
 
 from vqbench.errors import VQBenchError
-from vqbench.published import load_exact, read_checkpoint, state_dict_of
+from vqbench.published import PublishedTokenizer, load_exact, read_checkpoint, state_dict_of
 
 EMA_PREFIX = "model_ema."
 
@@ -135,3 +135,49 @@ def reject_unknown(adapter: str, unknown: Mapping[str, Any], allowed: Iterable[s
         raise VQBenchError(
             f"unknown option '{next(iter(unknown))}' for {adapter}; options: {', '.join(allowed)}"
         )
+
+
+class EMACheckpointTokenizer(PublishedTokenizer):
+    """A released tokenizer whose architecture comes from an official config file or a named
+    preset and whose weights from a Lightning checkpoint with an EMA copy."""
+
+    #: Preset name -> the model arguments of the official config (`model.init_args`).
+    presets: ClassVar[dict[str, dict[str, Any]]] = {}
+    default_preset: ClassVar[str] = ""
+    #: Options besides preset, config and use_ema that `from_args` takes.
+    extra_options: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def from_args(cls, args: dict[str, Any], source: str, **extra: Any) -> EMACheckpointTokenizer:
+        """The architecture of the official model arguments `args` (random weights)."""
+        raise NotImplementedError
+
+    @classmethod
+    def build(
+        cls, *, preset: str | None = None, config: str | Path | None = None, **extra: Any
+    ) -> tuple[EMACheckpointTokenizer, bool]:
+        """The architecture of `config` (an official yaml file) or `preset`, with random
+        weights, and whether its config evaluates with the EMA weights."""
+        reject_unknown(cls.name or cls.__name__, extra, cls.extra_options)
+        source, args = architecture(cls.presets, preset or cls.default_preset, config)
+        model = cls.from_args(args, source, **extra)
+        return model, bool(model_value(args, "use_ema", source, False))
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        checkpoint: str | Path,
+        *,
+        trust: bool = False,
+        preset: str | None = None,
+        config: str | Path | None = None,
+        use_ema: bool | None = None,
+        **extra: Any,
+    ) -> EMACheckpointTokenizer:
+        """The released tokenizer in `checkpoint`, its architecture from `config` (the official
+        yaml file) or `preset` (`default_preset` without either); `use_ema` defaults to the
+        config's (the official evaluation's choice)."""
+        model, config_ema = cls.build(preset=preset, config=config, **extra)
+        ema = config_ema if use_ema is None else use_ema
+        load_lightning(model, checkpoint, trust=trust, use_ema=ema)
+        return model

@@ -16,25 +16,15 @@ Not supported: the `pretrain_*` tokenizers (`ibqgan_pretrain.py`) and the `remap
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from vqbench_adapters._ibq_blocks import Decoder, Encoder
-from vqbench_adapters._lightning_ema import (
-    architecture,
-    ddconfig_value,
-    load_lightning,
-    model_value,
-    reject_unknown,
-)
-
-from vqbench.published import PublishedTokenizer
+from vqbench_adapters._lightning_ema import EMACheckpointTokenizer, ddconfig_value, model_value
 
 BLOCK_KEYS = ("ch", "ch_mult", "num_res_blocks", "attn_resolutions", "resolution", "z_channels")
-OPTIONS = ("preset", "config", "use_ema")
 
 
 def _preset(codes: int) -> dict[str, Any]:
@@ -55,8 +45,11 @@ def _preset(codes: int) -> dict[str, Any]:
 PRESETS = {f"imagenet256_{codes}": _preset(codes) for codes in (1024, 8192, 16384, 262144)}
 
 
-class IBQ(PublishedTokenizer):
+class IBQ(EMACheckpointTokenizer):
     """IBQ's `IBQ` model (index backpropagation quantization), in evaluation mode."""
+
+    presets = PRESETS
+    default_preset = "imagenet256_16384"
 
     source: ClassVar[str] = (
         "TencentARC/SEED-Voken@b9a17eac8e2c, src/IBQ/models/ibqgan.py IBQ "
@@ -77,32 +70,15 @@ class IBQ(PublishedTokenizer):
         self._downsampling = 2 ** (len(blocks["ch_mult"]) - 1)
 
     @classmethod
-    def from_checkpoint(
-        cls,
-        checkpoint: str | Path,
-        *,
-        trust: bool = False,
-        preset: str = "imagenet256_16384",
-        config: str | Path | None = None,
-        use_ema: bool | None = None,
-        **unknown: Any,
-    ) -> IBQ:
-        """The released tokenizer in `checkpoint`, its architecture from `config` (the official
-        yaml file) or `preset`; `use_ema` defaults to the config's (the official evaluation's
-        choice)."""
-        reject_unknown("ibq", unknown, OPTIONS)
-        source, args = architecture(PRESETS, preset, config)
+    def from_args(cls, args: dict[str, Any], source: str) -> IBQ:
         blocks = {key: ddconfig_value(args, key, source) for key in BLOCK_KEYS}
         blocks["dropout"] = args["ddconfig"].get("dropout", 0.0)
-        model = cls(
+        return cls(
             blocks=blocks,
             codebook_size=model_value(args, "n_embed", source),
             dim=model_value(args, "embed_dim", source),
             resolution=int(args.get("image_size", 256)),
         )
-        ema = bool(model_value(args, "use_ema", source, False)) if use_ema is None else use_ema
-        load_lightning(model, checkpoint, trust=trust, use_ema=ema)
-        return model
 
     @property
     def downsampling(self) -> int:

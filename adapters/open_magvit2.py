@@ -21,21 +21,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-from vqbench_adapters._lightning_ema import (
-    architecture,
-    ddconfig_value,
-    load_lightning,
-    model_value,
-    reject_unknown,
-)
+from vqbench_adapters._lightning_ema import EMACheckpointTokenizer, ddconfig_value, model_value
 from vqbench_adapters._magvit2_blocks import Decoder, Encoder
 
 from vqbench.errors import VQBenchError
-from vqbench.published import PublishedTokenizer
 
 
 def _preset(ch_mult: list[int], image_size: int) -> dict[str, Any]:
@@ -50,11 +42,13 @@ PRESETS = {
     "imagenet_256_L": _preset([1, 1, 2, 2, 4], 256),
 }
 
-OPTIONS = ("preset", "config", "use_ema", "token_factorization")
 
-
-class OpenMAGVIT2(PublishedTokenizer):
+class OpenMAGVIT2(EMACheckpointTokenizer):
     """Open-MAGVIT2's `VQModel` (LFQ), in evaluation mode."""
+
+    presets = PRESETS
+    default_preset = "imagenet_256_L"
+    extra_options = ("token_factorization",)
 
     source: ClassVar[str] = (
         "TencentARC/SEED-Voken@b9a17eac8e2c, src/Open_MAGVIT2/models/lfqgan.py VQModel "
@@ -81,22 +75,11 @@ class OpenMAGVIT2(PublishedTokenizer):
         self._downsampling = 2 ** (len(ch_mult) - 1)
 
     @classmethod
-    def from_checkpoint(
-        cls,
-        checkpoint: str | Path,
-        *,
-        trust: bool = False,
-        preset: str = "imagenet_256_L",
-        config: str | Path | None = None,
-        use_ema: bool | None = None,
-        token_factorization: bool | None = None,
-        **unknown: Any,
+    def from_args(
+        cls, args: dict[str, Any], source: str, *, token_factorization: bool | None = None
     ) -> OpenMAGVIT2:
-        """The released tokenizer in `checkpoint`, its architecture from `config` (the official
-        yaml file) or `preset`; `use_ema` defaults to the config's (the official evaluation's
-        choice), `token_factorization` too (False for the ImageNet tokenizers)."""
-        reject_unknown("open_magvit2", unknown, OPTIONS)
-        source, args = architecture(PRESETS, preset, config)
+        """`token_factorization` defaults to the config's (False for the ImageNet
+        tokenizers)."""
         bits = _lfq_bits(args, source)
         factorize = token_factorization
         if factorize is None:
@@ -104,7 +87,7 @@ class OpenMAGVIT2(PublishedTokenizer):
         split = model_value(args, "factorized_bits", source, [9, 9]) if factorize else None
         if split is not None and sum(split) != bits:
             raise VQBenchError(f"factorized_bits {split} do not add up to the {bits} LFQ bits")
-        model = cls(
+        return cls(
             ch=ddconfig_value(args, "ch", source),
             ch_mult=ddconfig_value(args, "ch_mult", source),
             num_res_blocks=ddconfig_value(args, "num_res_blocks", source),
@@ -112,9 +95,6 @@ class OpenMAGVIT2(PublishedTokenizer):
             factorized_bits=split,
             resolution=int(args.get("image_size", 256)),
         )
-        ema = bool(model_value(args, "use_ema", source, False)) if use_ema is None else use_ema
-        load_lightning(model, checkpoint, trust=trust, use_ema=ema)
-        return model
 
     @property
     def downsampling(self) -> int:

@@ -20,25 +20,16 @@ Not supported: the audio tokenizers (`vq_audio.py`) and the `remap` option.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from vqbench_adapters._lightning_ema import (
-    architecture,
-    ddconfig_value,
-    load_lightning,
-    model_value,
-    reject_unknown,
-)
+from vqbench_adapters._lightning_ema import EMACheckpointTokenizer, ddconfig_value, model_value
 from vqbench_adapters._magvit2_blocks import Decoder, Encoder
 
 from vqbench.errors import VQBenchError
-from vqbench.published import PublishedTokenizer
 
-OPTIONS = ("preset", "config", "use_ema")
 #: The released ImageNet 128x128 tokenizers (README, Table 1) and their codebook sizes.
 RELEASES = {"1k": 1024, "8k": 8192, "65k": 65536, "262k": 262144}
 
@@ -81,8 +72,11 @@ class SimVQQuantizer(nn.Module):
         return torch.argmin(distances, dim=1).view(b, h, w)
 
 
-class SimVQ(PublishedTokenizer):
+class SimVQ(EMACheckpointTokenizer):
     """SimVQ's image `VQModel`, in evaluation mode."""
+
+    presets = PRESETS
+    default_preset = "imagenet128_65k"
 
     source: ClassVar[str] = (
         "youngsheen/SimVQ@d8bd94d9ca30, taming/models/vq.py VQModel "
@@ -98,29 +92,12 @@ class SimVQ(PublishedTokenizer):
         self._downsampling = 2 ** (len(blocks["ch_mult"]) - 1)
 
     @classmethod
-    def from_checkpoint(
-        cls,
-        checkpoint: str | Path,
-        *,
-        trust: bool = False,
-        preset: str = "imagenet128_65k",
-        config: str | Path | None = None,
-        use_ema: bool | None = None,
-        **unknown: Any,
-    ) -> SimVQ:
-        """The released tokenizer in `checkpoint`, its architecture from `config` (the official
-        yaml file) or `preset`; `use_ema` defaults to the config's (the official evaluation's
-        choice)."""
-        reject_unknown("simvq", unknown, OPTIONS)
-        source, args = architecture(PRESETS, preset, config)
+    def from_args(cls, args: dict[str, Any], source: str) -> SimVQ:
         keys = ("ch", "ch_mult", "num_res_blocks", "z_channels")
         blocks = {key: ddconfig_value(args, key, source) for key in keys}
         codebook_size = _quantizer_size(args, blocks["z_channels"], source)
         resolution = int(args.get("image_size", 128))
-        model = cls(blocks=blocks, codebook_size=codebook_size, resolution=resolution)
-        ema = bool(model_value(args, "use_ema", source, False)) if use_ema is None else use_ema
-        load_lightning(model, checkpoint, trust=trust, use_ema=ema)
-        return model
+        return cls(blocks=blocks, codebook_size=codebook_size, resolution=resolution)
 
     @property
     def downsampling(self) -> int:

@@ -98,3 +98,14 @@ def check_presets(presets: dict, fixture: Fixture, keys=("n_embed", "embed_dim")
             assert official["ddconfig"][field] == value, f"{preset}: ddconfig.{field}"
         for field in (*keys, "use_ema", "image_size"):
             assert ours[field] == official[field], f"{preset}: {field}"
+
+
+def check_preset_architectures(cls, expected: dict[str, tuple[int, int, list[int]]]) -> None:
+    """Each preset builds (on the meta device: no memory) a tokenizer of the released
+    downsampling factor, image size and index sizes, evaluated with the EMA weights."""
+    assert set(expected) == set(cls.presets)
+    for preset, (factor, size, index_sizes) in expected.items():
+        with torch.device("meta"):
+            model, ema = cls.build(preset=preset)
+        assert (model.downsampling, model.resolution) == (factor, size), preset
+        assert model.index_sizes() == index_sizes and ema, preset

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from vqbench_adapters.ibq import PRESETS
+from vqbench_adapters.ibq import IBQ, PRESETS
 
 from tests.reference.adapters import (
     check_bad_checkpoints,
     check_outputs,
+    check_preset_architectures,
     check_presets,
     check_shapes,
     checkpoint,
@@ -77,3 +78,8 @@ def test_bad_options_are_one_line(fixture, tmp_path) -> None:
 
 def test_presets_are_the_released_configs(fixture) -> None:
     check_presets(PRESETS, fixture)
+
+
+def test_presets_build_the_released_architectures() -> None:
+    codes = (1024, 8192, 16384, 262144)
+    check_preset_architectures(IBQ, {f"imagenet256_{k}": (16, 256, [k]) for k in codes})

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from vqbench_adapters.open_magvit2 import PRESETS
+from vqbench_adapters.open_magvit2 import PRESETS, OpenMAGVIT2
 
 from tests.reference.adapters import (
     check_bad_checkpoints,
     check_outputs,
+    check_preset_architectures,
     check_presets,
     check_shapes,
     checkpoint,
@@ -88,3 +89,8 @@ def test_bad_options_are_one_line(fixture, tmp_path) -> None:
 
 def test_presets_are_the_released_configs(fixture) -> None:
     check_presets(PRESETS, fixture)
+
+
+def test_presets_build_the_released_architectures() -> None:
+    expected = {"imagenet_128_L": (8, 128, [2**18]), "imagenet_256_L": (16, 256, [2**18])}
+    check_preset_architectures(OpenMAGVIT2, expected)

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from vqbench_adapters.simvq import PRESETS
+from vqbench_adapters.simvq import PRESETS, SimVQ
 
 from tests.reference.adapters import (
     check_bad_checkpoints,
     check_outputs,
+    check_preset_architectures,
     check_shapes,
     checkpoint,
     official_config,
@@ -89,3 +90,8 @@ def test_presets_are_the_repository_config_with_the_released_codebook_sizes(fixt
         assert ours["quantconfig"]["params"]["n_e"] == size
         assert ours["quantconfig"]["params"]["e_dim"] == official["quantconfig"]["params"]["e_dim"]
         assert (ours["use_ema"], ours["image_size"]) == (official["use_ema"], 128)
+
+
+def test_presets_build_the_released_architectures() -> None:
+    sizes = {"1k": 1024, "8k": 8192, "65k": 65536, "262k": 262144}
+    check_preset_architectures(SimVQ, {f"imagenet128_{n}": (8, 128, [k]) for n, k in sizes.items()})
