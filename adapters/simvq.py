@@ -42,6 +42,8 @@ def _preset(codes: int) -> dict[str, Any]:
     }
 
 
+#: Images whose distances to the codebook `encode` holds at once.
+LOOKUP_BATCH = 8
 PRESETS = {f"imagenet128_{name}": _preset(codes) for name, codes in RELEASES.items()}
 
 
@@ -108,7 +110,10 @@ class SimVQ(EMACheckpointTokenizer):
 
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> torch.Tensor:
-        return self.quantize.indices(self.encoder(images))
+        """`LOOKUP_BATCH` images at a time: the distances to 2^18 codes take 0.27 GB per
+        128x128 image (and as much again for the products)."""
+        parts = images.split(LOOKUP_BATCH)
+        return torch.cat([self.quantize.indices(self.encoder(part)) for part in parts])
 
     @torch.no_grad()
     def decode(self, indices: torch.Tensor) -> torch.Tensor:

@@ -95,3 +95,9 @@ def test_presets_are_the_repository_config_with_the_released_codebook_sizes(fixt
 def test_presets_build_the_released_architectures() -> None:
     sizes = {"1k": 1024, "8k": 8192, "65k": 65536, "262k": 262144}
     check_preset_architectures(SimVQ, {f"imagenet128_{n}": (8, 128, [k]) for n, k in sizes.items()})
+
+
+def test_encoding_a_few_images_at_a_time_gives_the_same_indices(fixture, tmp_path, monkeypatch):
+    tokenizer = load(fixture, tmp_path)
+    monkeypatch.setattr("vqbench_adapters.simvq.LOOKUP_BATCH", 1)
+    assert torch.equal(tokenizer.encode(fixture["images"]), fixture["indices"])
