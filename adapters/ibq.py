@@ -6,12 +6,14 @@ the codebook of `softmax(<z, e_n>)` (dot products, not distances), its code the 
 Released checkpoints are Lightning `.ckpt` files; their evaluation uses the EMA weights
 (`use_ema: True` in the configs), as `use_ema` does here by default.
 
-Presets (`preset=`), the released ImageNet 256x256 tokenizers (f16, 256 channels per code;
-hyperparameters from `configs/IBQ/gpu/imagenet_ibqgan_<codes>.yaml`): `imagenet256_1024`,
-`imagenet256_8192`, `imagenet256_16384` and `imagenet256_262144`, the checkpoints
-`imagenet256_<codes>.ckpt` of the official evaluation script.
+Presets (`preset=`), the released 256x256 tokenizers (f16, 256 channels per code;
+hyperparameters from `configs/IBQ/gpu/`): `imagenet256_1024`, `imagenet256_8192`,
+`imagenet256_16384` and `imagenet256_262144` (`imagenet_ibqgan_<codes>.yaml`, the checkpoints
+`imagenet256_<codes>.ckpt` of the official evaluation script), and `pretrain256_16384`,
+`pretrain256_262144` (`pretrain_ibqgan_<codes>.yaml`, `pretrain256_<codes>.ckpt`; their configs
+name the same class, `ibqgan.IBQ`).
 
-Not supported: the `pretrain_*` tokenizers (`ibqgan_pretrain.py`) and the `remap` option.
+Not supported: the `remap` option.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ def _preset(codes: int) -> dict[str, Any]:
 #: Images whose codebook logits `encode` holds at once.
 LOOKUP_BATCH = 8
 PRESETS = {f"imagenet256_{codes}": _preset(codes) for codes in (1024, 8192, 16384, 262144)}
+PRESETS |= {f"pretrain256_{codes}": _preset(codes) for codes in (16384, 262144)}
 
 
 class IBQ(EMACheckpointTokenizer):

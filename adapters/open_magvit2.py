@@ -8,13 +8,16 @@ two sub-indices of the autoregressive stage instead (`factorized_bits`, e.g. 9 +
 `(B, h, w, 2)`. Released checkpoints are Lightning `.ckpt` files; their evaluation uses the EMA
 weights (`use_ema: True` in the configs), as `use_ema` does here by default.
 
-Presets (`preset=`), the released ImageNet tokenizers (hyperparameters from the configs of the
-same names in `configs/Open-MAGVIT2/gpu/`):
+Presets (`preset=`), the released image tokenizers (hyperparameters from the configs in
+`configs/Open-MAGVIT2/gpu/`; checkpoint names as in `scripts/evaluation/`):
 
 - `imagenet_128_L`: `imagenet_128_L.ckpt`, 128x128, f8 (ch_mult 1,2,2,4), 2^18 codes.
 - `imagenet_256_L`: `imagenet_256_L.ckpt`, 256x256, f16 (ch_mult 1,1,2,2,4), 2^18 codes.
+- `pretrain_256_262144`, `pretrain_256_16384`: `pretrain256_262144.ckpt` and
+  `pretrain256_16384.ckpt` (`lfqgan_pretrain.py`'s `VQModel`: the same encoder, decoder, LFQ and
+  state-dict layout), 256x256, f16, 2^18 and 2^14 codes.
 
-Not supported: the `pretrain_*` tokenizers (`lfqgan_pretrain.py`) and the video tokenizer.
+Not supported: the video tokenizer.
 """
 
 from __future__ import annotations
@@ -30,9 +33,9 @@ from vqbench_adapters._magvit2_blocks import Decoder, Encoder
 from vqbench.errors import VQBenchError
 
 
-def _preset(ch_mult: list[int], image_size: int) -> dict[str, Any]:
-    ddconfig = {"z_channels": 18, "ch": 128, "ch_mult": ch_mult, "num_res_blocks": 4}
-    return {"ddconfig": ddconfig, "n_embed": 2**18, "embed_dim": 18, "use_ema": True} | {
+def _preset(ch_mult: list[int], image_size: int, bits: int = 18) -> dict[str, Any]:
+    ddconfig = {"z_channels": bits, "ch": 128, "ch_mult": ch_mult, "num_res_blocks": 4}
+    return {"ddconfig": ddconfig, "n_embed": 2**bits, "embed_dim": bits, "use_ema": True} | {
         "image_size": image_size
     }
 
@@ -40,6 +43,8 @@ def _preset(ch_mult: list[int], image_size: int) -> dict[str, Any]:
 PRESETS = {
     "imagenet_128_L": _preset([1, 2, 2, 4], 128),
     "imagenet_256_L": _preset([1, 1, 2, 2, 4], 256),
+    "pretrain_256_262144": _preset([1, 1, 2, 2, 4], 256),
+    "pretrain_256_16384": _preset([1, 1, 2, 2, 4], 256, bits=14),
 }
 
 

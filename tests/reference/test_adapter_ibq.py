@@ -82,7 +82,9 @@ def test_presets_are_the_released_configs(fixture) -> None:
 
 def test_presets_build_the_released_architectures() -> None:
     codes = (1024, 8192, 16384, 262144)
-    check_preset_architectures(IBQ, {f"imagenet256_{k}": (16, 256, [k]) for k in codes})
+    expected = {f"imagenet256_{k}": (16, 256, [k]) for k in codes}
+    expected |= {f"pretrain256_{k}": (16, 256, [k]) for k in (16384, 262144)}
+    check_preset_architectures(IBQ, expected)
 
 
 def test_encoding_a_few_images_at_a_time_gives_the_same_indices(fixture, tmp_path, monkeypatch):

@@ -58,6 +58,16 @@ def test_the_training_weights_without_ema(fixture, tmp_path) -> None:
     assert not torch.equal(fixture["indices_raw"], fixture["indices"])  # EMA makes a difference
 
 
+def test_the_pretraining_class_loads_the_same_way(fixture, tmp_path) -> None:
+    """`lfqgan_pretrain.py`'s `VQModel` (the `pretrain_*` tokenizers) on the same state dict."""
+    tokenizer = load_published(
+        "open_magvit2", checkpoint(fixture), config=config(fixture, tmp_path)
+    )
+    assert torch.equal(tokenizer.encode(fixture["images"]), fixture["indices_pretrain"])
+    recon = tokenizer.reconstruct(fixture["images"])
+    assert_close(recon, fixture["reconstruction_pretrain"], "pretrain recon", **TOL)
+
+
 def test_factorised_indices(fixture, tmp_path) -> None:
     bits = fixture.settings["factorized_bits"]
     file = config(fixture, tmp_path, token_factorization=True, factorized_bits=bits)
@@ -92,5 +102,10 @@ def test_presets_are_the_released_configs(fixture) -> None:
 
 
 def test_presets_build_the_released_architectures() -> None:
-    expected = {"imagenet_128_L": (8, 128, [2**18]), "imagenet_256_L": (16, 256, [2**18])}
+    expected = {
+        "imagenet_128_L": (8, 128, [2**18]),
+        "imagenet_256_L": (16, 256, [2**18]),
+        "pretrain_256_262144": (16, 256, [2**18]),
+        "pretrain_256_16384": (16, 256, [2**14]),
+    }
     check_preset_architectures(OpenMAGVIT2, expected)

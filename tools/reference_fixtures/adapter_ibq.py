@@ -60,6 +60,10 @@ RELEASED = {
     f"imagenet256_{codes}": f"configs/IBQ/gpu/imagenet_ibqgan_{codes}.yaml"
     for codes in (1024, 8192, 16384, 262144)
 }
+RELEASED |= {
+    f"pretrain256_{codes}": f"configs/IBQ/gpu/pretrain_ibqgan_{codes}.yaml"
+    for codes in (16384, 262144)
+}
 
 
 def EMA_DIFFERS(name: str) -> bool:  # noqa: N802 (a constant predicate)

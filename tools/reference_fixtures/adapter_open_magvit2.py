@@ -15,7 +15,9 @@ checkpoint: `state_dict` with `loss.` and `model_ema.` keys, float16) and the of
 on fixed images: the encoder's latents, the indices and `decode(quant)` of the evaluation
 path (`encode` and `decode` inside `ema_scope()`, as `evaluation_image.py` runs), the decoder
 on `get_codebook_entry(indices)`, the indices and reconstruction with the training weights,
-and the factorised indices of `LFQ(token_factorization=True)` on the same latents.
+the factorised indices of `LFQ(token_factorization=True)` on the same latents, and the indices
+and reconstruction of `lfqgan_pretrain.py::VQModel` (the `pretrain_*` tokenizers' class) with
+the same state dict loaded strictly.
 """
 
 from __future__ import annotations
@@ -57,7 +59,10 @@ IMAGES = (2, 3, 16, 16)
 RELEASED = {
     "imagenet_128_L": "configs/Open-MAGVIT2/gpu/imagenet_lfqgan_128_L.yaml",
     "imagenet_256_L": "configs/Open-MAGVIT2/gpu/imagenet_lfqgan_256_L.yaml",
+    "pretrain_256_262144": "configs/Open-MAGVIT2/gpu/pretrain_lfqgan_256_262144.yaml",
+    "pretrain_256_16384": "configs/Open-MAGVIT2/gpu/pretrain_lfqgan_256_16384.yaml",
 }
+PRETRAIN = "src/Open_MAGVIT2/models/lfqgan_pretrain.py"
 
 
 def EMA_DIFFERS(name: str) -> bool:  # noqa: N802 (a constant predicate)
@@ -77,6 +82,25 @@ def build(lfqgan):
     )
     randomize(model, seed=1)
     return model.eval()
+
+
+def pretrain_outputs(lfqgan_pretrain, model, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The pre-training `VQModel` (`lfqgan_pretrain.py`, the `pretrain_*` tokenizers) loads the
+    same state dict strictly; its evaluation path's indices and reconstruction."""
+    torch.manual_seed(0)
+    pretrain = lfqgan_pretrain.VQModel(
+        ddconfig=DDCONFIG,
+        lossconfig={"target": "loss"},
+        n_embed=2 ** DDCONFIG["z_channels"],
+        embed_dim=DDCONFIG["z_channels"],
+        sample_minimization_weight=1.0,
+        batch_maximization_weight=1.0,
+        use_ema=True,
+    ).eval()
+    torch.nn.Module.load_state_dict(pretrain, model.state_dict(), strict=True)
+    with torch.no_grad(), pretrain.ema_scope():
+        quant, _, indices, _ = pretrain.encode(x)
+        return {"indices_pretrain": indices, "reconstruction_pretrain": pretrain.decode(quant)}
 
 
 def images() -> torch.Tensor:
@@ -115,16 +139,20 @@ def run(model, lfq_module, x: torch.Tensor) -> dict[str, torch.Tensor]:
 
 def main() -> None:
     args = parse_args(__doc__.splitlines()[0], REPOSITORY)
-    require(args.checkout, *FILES, *RELEASED.values())
-    lfqgan, lfq_module = import_lightning_model(
+    require(args.checkout, *FILES, PRETRAIN, *RELEASED.values())
+    lfqgan, lfq_module, lfqgan_pretrain = import_lightning_model(
         args.checkout,
         "src.Open_MAGVIT2.models.lfqgan",
         "src.Open_MAGVIT2.modules.vqvae.lookup_free_quantize",
+        "src.Open_MAGVIT2.models.lfqgan_pretrain",
     )
     model = build(lfqgan)
     differs = distinct_ema(model, EMA_DIFFERS, seed=3)
     x = images()
     tensors = {"images": x, **run(model, lfq_module, x)}
+    pretrain = pretrain_outputs(lfqgan_pretrain, model, x)
+    pretrain["indices_pretrain"] = pretrain["indices_pretrain"].reshape(tensors["indices"].shape)
+    tensors |= pretrain
     settings = {
         "class": "VQModel",
         "ddconfig": DDCONFIG,
@@ -137,7 +165,7 @@ def main() -> None:
         "released": released_configs(args.checkout, RELEASED),
     }
     write_fixture(
-        NAME, tensors, repository=REPOSITORY, checkout=args.checkout, files=FILES,
+        NAME, tensors, repository=REPOSITORY, checkout=args.checkout, files=[*FILES, PRETRAIN],
         settings=settings, out=args.out,
     )  # fmt: skip
     save_lightning_checkpoint(model, args.out / f"{NAME}.ckpt")
