@@ -102,6 +102,8 @@ def architecture(
 ) -> tuple[str, dict[str, Any]]:
     """The model arguments of `config` (an official yaml file) or of a named preset, and what
     they came from."""
+    if config is not None and preset is not None:
+        raise VQBenchError(f"give preset {preset!r} or config {config}, not both")
     if config is not None:
         return f"config {config}", model_args(config)
     if preset not in presets:
@@ -159,7 +161,9 @@ class EMACheckpointTokenizer(PublishedTokenizer):
         """The architecture of `config` (an official yaml file) or `preset`, with random
         weights, and whether its config evaluates with the EMA weights."""
         reject_unknown(cls.name or cls.__name__, extra, cls.extra_options)
-        source, args = architecture(cls.presets, preset or cls.default_preset, config)
+        if preset is None and config is None:
+            preset = cls.default_preset
+        source, args = architecture(cls.presets, preset, config)
         model = cls.from_args(args, source, **extra)
         return model, bool(model_value(args, "use_ema", source, False))
 

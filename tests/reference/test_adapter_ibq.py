@@ -70,6 +70,7 @@ def test_bad_options_are_one_line(fixture, tmp_path) -> None:
         ({"preset": "imagenet256_4096"}, "unknown preset 'imagenet256_4096'; pick one of"),
         ({"config": tmp_path / "absent.yaml"}, "does not exist"),
         ({"use_entropy_loss": True}, "unknown option 'use_entropy_loss' for ibq"),
+        ({"preset": "imagenet256_1024", "config": config(fixture, tmp_path)}, "not both"),
     ):
         with pytest.raises(VQBenchError, match=pattern) as err:
             load_published("ibq", file, **options)
