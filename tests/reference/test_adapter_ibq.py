@@ -13,7 +13,8 @@ import pytest
 import torch
 from vqbench_adapters.ibq import IBQ, PRESETS
 
-from tests.reference.adapters import (
+from tests.reference.fixtures import assert_close, load_fixture
+from tests.reference.published_checks import (
     check_bad_checkpoints,
     check_outputs,
     check_preset_architectures,
@@ -22,7 +23,6 @@ from tests.reference.adapters import (
     checkpoint,
     official_config,
 )
-from tests.reference.fixtures import assert_close, load_fixture
 from vqbench.errors import VQBenchError
 from vqbench.published import load_published
 
