@@ -131,12 +131,13 @@ def model_value(args: Mapping[str, Any], key: str, source: str, default: Any = .
     return default
 
 
-def reject_unknown(adapter: str, unknown: Mapping[str, Any], allowed: Iterable[str]) -> None:
-    """One line naming the first option the adapter does not take."""
+def reject_unknown(adapter: str, given: Mapping[str, Any], allowed: Iterable[str]) -> None:
+    """One line naming the first option in `given` the adapter does not take."""
+    allowed = tuple(allowed)
+    unknown = [key for key in given if key not in allowed]
     if unknown:
-        raise VQBenchError(
-            f"unknown option '{next(iter(unknown))}' for {adapter}; options: {', '.join(allowed)}"
-        )
+        options = ", ".join(("preset", "config", "use_ema", *allowed))
+        raise VQBenchError(f"unknown option '{unknown[0]}' for {adapter}; options: {options}")
 
 
 class EMACheckpointTokenizer(PublishedTokenizer):

@@ -76,6 +76,12 @@ def test_factorised_indices(fixture, tmp_path) -> None:
     assert torch.equal(indices, fixture["indices_factorized"])
     assert tokenizer.index_sizes() == [2**b for b in bits]
     assert_close(tokenizer.decode(indices), fixture["decoded"], "decode(factorised)", **TOL)
+    # the option overrides the config's choice
+    file = config(fixture, tmp_path, factorized_bits=bits)
+    tokenizer = load_published(
+        "open_magvit2", checkpoint(fixture), config=file, token_factorization=True
+    )
+    assert torch.equal(tokenizer.encode(fixture["images"]), fixture["indices_factorized"])
 
 
 def test_a_checkpoint_that_does_not_fit_is_one_line(fixture, tmp_path) -> None:
