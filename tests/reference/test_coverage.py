@@ -102,3 +102,31 @@ def test_readme_fidelity_table_has_a_row_per_method() -> None:
     rows = set(re.findall(r"^\| `([a-z0-9_]+)` \|", section, re.M))
     registered = {name for _, name in REGISTERED}
     assert registered <= rows, f"no fidelity row for {sorted(registered - rows)}"
+
+
+# ---- published-tokenizer adapters ------------------------------------------------------------
+ADAPTER_GROUP = "vqbench.tokenizers"
+REGISTERED_ADAPTERS = sorted({ep.name for ep in entry_points(group=ADAPTER_GROUP)})
+
+
+def covered_adapters() -> dict[str, str]:
+    """Adapter name -> the reference module that proves it: `test_adapter_<name>.py` or a
+    module whose `ADAPTERS` tuple names it (with at least one test function)."""
+    covered: dict[str, str] = {}
+    for module in reference_modules():
+        short = module.__name__.rsplit(".", 1)[1]
+        names = list(getattr(module, "ADAPTERS", ()))
+        if short.startswith("test_adapter_"):
+            names.append(short.removeprefix("test_adapter_"))
+        if names:
+            assert any(n.startswith("test_") for n in vars(module)), f"{short} holds no test"
+        covered.update(dict.fromkeys(names, short))
+    return covered
+
+
+@pytest.mark.parametrize("name", REGISTERED_ADAPTERS)
+def test_every_adapter_has_a_reference_test(name: str) -> None:
+    assert name in covered_adapters(), (
+        f"tokenizer adapter '{name}' has no reference test in tests/reference "
+        f"(test_adapter_{name}.py, or a module whose ADAPTERS names it); add one"
+    )

@@ -124,3 +124,101 @@ def write_fixture(
     (out / f"{name}.json").write_text(json.dumps(meta, indent=2) + "\n")
     print(f"wrote {out / name}.{{safetensors,json}} from {repository}@{meta['commit'][:12]}")
     return out / f"{name}.json"
+
+
+# ---- published tokenizers trained with Lightning (Open-MAGVIT2, IBQ, SimVQ) -----------------
+class TrainingLossStandIn(torch.nn.Module):
+    """What `lossconfig` builds in the fixtures: a small discriminator whose weights land under
+    `loss.` in the state dict (and in the EMA copy) as the real loss module's do (the real one
+    needs LPIPS's downloaded VGG weights)."""
+
+    def __init__(self, **_ignored) -> None:
+        super().__init__()
+        self.discriminator = torch.nn.Conv2d(3, 4, 3)
+
+
+def import_lightning_model(checkout: Path, *modules: str) -> list[ModuleType]:
+    """Import the official model modules (e.g. ``src.Open_MAGVIT2.models.lfqgan``) from the
+    checkout as its training script does, with `lightning` / `pytorch_lightning` replaced by
+    stand-ins whose `LightningModule` is `torch.nn.Module` (the models' construction, encode
+    and decode use nothing of Lightning; only training hooks do) and `main` by one whose
+    `instantiate_from_config` builds `TrainingLossStandIn` for the loss and the named class
+    otherwise."""
+    stand_in = ModuleType("lightning")
+    stand_in.LightningModule = torch.nn.Module
+    main = ModuleType("main")
+    main.instantiate_from_config = _instantiate
+    sys.modules.update({"lightning": stand_in, "pytorch_lightning": stand_in, "main": main})
+    sys.path.insert(0, str(checkout))
+    return [importlib.import_module(name) for name in modules]
+
+
+def _instantiate(config: dict):
+    target = config["target"]
+    if target == "loss":
+        return TrainingLossStandIn()
+    module, name = target.rsplit(".", 1)
+    return getattr(importlib.import_module(module), name)(**config.get("params", {}))
+
+
+def randomize(model: torch.nn.Module, seed: int, scale: float = 0.05) -> None:
+    """Perturb every trainable parameter (norm scales away from 1, biases from 0) and round all
+    floating state to float16 values, so that the checkpoint stored in float16 holds exactly
+    the weights the official model ran with."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.requires_grad:
+                param.add_(torch.randn(param.shape, generator=generator) * scale)
+        for tensor in (*model.parameters(), *model.buffers()):
+            if tensor.is_floating_point():
+                tensor.copy_(tensor.half().float())
+
+
+def distinct_ema(model: torch.nn.Module, differs, seed: int, scale: float = 0.05) -> list[str]:
+    """Make `model.model_ema`'s copy of the parameters whose name `differs(name)` accepts
+    differ from the training weights (float16 values); the other copies share the training
+    weights' storage (one copy in the file). Returns the names that differ."""
+    ema = model.model_ema
+    generator = torch.Generator().manual_seed(seed)
+    changed = []
+    for name, param in model.named_parameters():
+        if name not in ema.m_name2s_name:
+            continue
+        buffer = ema.m_name2s_name[name]
+        if differs(name):
+            noise = torch.randn(param.shape, generator=generator) * scale
+            ema._buffers[buffer] = (param.detach() + noise).half().float()
+            changed.append(name)
+        else:
+            ema._buffers[buffer] = param.data
+    return changed
+
+
+def save_lightning_checkpoint(model: torch.nn.Module, path: Path) -> None:
+    """``{"state_dict": ..., "epoch", "global_step", "pytorch-lightning_version"}`` as Lightning
+    writes it, the floating tensors in float16 (tensors sharing storage stay shared)."""
+    converted: dict[tuple, torch.Tensor] = {}
+    state = {}
+    for key, value in model.state_dict().items():
+        if value.is_floating_point():
+            ident = (value.untyped_storage().data_ptr(), value.storage_offset(), value.shape)
+            value = converted.setdefault(ident, value.detach().half().clone())
+        state[key] = value
+    payload = {"epoch": 0, "global_step": 0, "pytorch-lightning_version": "2.2.1"}
+    torch.save({**payload, "state_dict": state}, path)
+
+
+def released_configs(checkout: Path, configs: dict[str, str]) -> dict[str, dict]:
+    """`{preset: model.init_args}` of the official config files of released tokenizers (what
+    the adapters' presets must equal), each with `image_size`, the training data's size."""
+    import yaml
+
+    found = {}
+    for preset, relative in configs.items():
+        loaded = yaml.safe_load((checkout / relative).read_text())
+        args = dict(loaded["model"]["init_args"])
+        args.pop("lossconfig", None)
+        args["image_size"] = loaded["data"]["init_args"]["train"]["params"]["config"]["size"]
+        found[preset] = {"config": relative, **args}
+    return found

@@ -1,0 +1,137 @@
+"""Fixture for the `ibq` adapter from IBQ's tokenizer (TencentARC/SEED-Voken).
+
+Run from the repository root::
+
+    python -m tools.reference_fixtures.adapter_ibq --checkout /tmp/ref/SEED-Voken
+
+Builds the official `src/IBQ/models/ibqgan.py::IBQ` (taming's VQGAN encoder/decoder and
+`IndexPropagationQuantize`, `use_ema=True` as in the ImageNet configs) with small
+hyperparameters of the same code (`DDCONFIG`), imported from the checkout with `lightning`,
+`pytorch_lightning` and `main` replaced by stand-ins (`common.import_lightning_model`: no
+Lightning install; the loss config builds a small stand-in discriminator under `loss.`). The
+random weights are perturbed and rounded to float16 values; the EMA copy differs from the
+training weights for the parameters `EMA_DIFFERS` accepts. It writes `adapter_ibq.ckpt` (a
+Lightning checkpoint: `state_dict` with `loss.` and `model_ema.` keys, float16) and the official
+outputs on fixed images: the latents after `quant_conv`, the indices and `decode(quant)` of the
+evaluation path (`encode` and `decode` inside `ema_scope()`, as `evaluation_image.py` runs), the
+decoder on `get_codebook_entry(indices)`, and the indices and reconstruction with the training
+weights.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from tools.reference_fixtures.common import (
+    distinct_ema,
+    import_lightning_model,
+    parse_args,
+    randomize,
+    released_configs,
+    require,
+    save_lightning_checkpoint,
+    write_fixture,
+)
+
+REPOSITORY = "TencentARC/SEED-Voken"
+NAME = "adapter_ibq"
+FILES = [
+    "src/IBQ/models/ibqgan.py",
+    "src/IBQ/modules/diffusionmodules/model.py",
+    "src/IBQ/modules/vqvae/quantize.py",
+    "src/IBQ/modules/ema.py",
+]
+DDCONFIG = {
+    "double_z": False,
+    "z_channels": 8,
+    "resolution": 16,
+    "in_channels": 3,
+    "out_ch": 3,
+    "ch": 32,
+    "ch_mult": [1, 1],
+    "num_res_blocks": 1,
+    "attn_resolutions": [8],
+    "dropout": 0.0,
+}
+N_EMBED, EMBED_DIM = 32, 6
+IMAGES = (2, 3, 16, 16)
+#: The adapter's presets and the official configs of the released tokenizers they stand for.
+RELEASED = {
+    f"imagenet256_{codes}": f"configs/IBQ/gpu/imagenet_ibqgan_{codes}.yaml"
+    for codes in (1024, 8192, 16384, 262144)
+}
+RELEASED |= {
+    f"pretrain256_{codes}": f"configs/IBQ/gpu/pretrain_ibqgan_{codes}.yaml"
+    for codes in (16384, 262144)
+}
+
+
+def EMA_DIFFERS(name: str) -> bool:  # noqa: N802 (a constant predicate)
+    return any(part in name for part in ("conv_out", "conv_in", "quant"))
+
+
+def build(ibqgan):
+    torch.manual_seed(0)
+    model = ibqgan.IBQ(
+        ddconfig=DDCONFIG,
+        lossconfig={"target": "loss"},
+        n_embed=N_EMBED,
+        embed_dim=EMBED_DIM,
+        use_entropy_loss=True,
+        use_ema=True,
+    )
+    randomize(model, seed=1)
+    return model.eval()
+
+
+def images() -> torch.Tensor:
+    generator = torch.Generator().manual_seed(2)
+    return torch.rand(IMAGES, generator=generator) * 2 - 1
+
+
+@torch.no_grad()
+def run(model, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    b, _, h, w = x.shape
+    f = 2 ** (len(DDCONFIG["ch_mult"]) - 1)
+    shape = (b, h // f, w // f)
+    out = {}
+    quant, _, (_, _, indices) = model.encode(x)
+    out["indices_raw"] = indices.reshape(shape)
+    out["reconstruction_raw"] = model.decode(quant)
+    with model.ema_scope():
+        out["latents"] = model.quant_conv(model.encoder(x))
+        quant, _, (_, _, indices) = model.encode(x)
+        out["indices"] = indices.reshape(shape)
+        out["reconstruction"] = model.decode(quant)
+        entry = model.quantize.get_codebook_entry(indices.flatten(), (*shape, EMBED_DIM))
+        out["decoded"] = model.decode(entry)
+    return out
+
+
+def main() -> None:
+    args = parse_args(__doc__.splitlines()[0], REPOSITORY)
+    require(args.checkout, *FILES, *RELEASED.values())
+    (ibqgan,) = import_lightning_model(args.checkout, "src.IBQ.models.ibqgan")
+    model = build(ibqgan)
+    differs = distinct_ema(model, EMA_DIFFERS, seed=3)
+    x = images()
+    tensors = {"images": x, **run(model, x)}
+    settings = {
+        "class": "IBQ",
+        "ddconfig": DDCONFIG,
+        "n_embed": N_EMBED,
+        "embed_dim": EMBED_DIM,
+        "use_ema": True,
+        "checkpoint": f"{NAME}.ckpt",
+        "ema_differs": differs,
+        "released": released_configs(args.checkout, RELEASED),
+    }
+    write_fixture(
+        NAME, tensors, repository=REPOSITORY, checkout=args.checkout, files=FILES,
+        settings=settings, out=args.out,
+    )  # fmt: skip
+    save_lightning_checkpoint(model, args.out / f"{NAME}.ckpt")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,175 @@
+"""Fixture for the `open_magvit2` adapter from Open-MAGVIT2's `VQModel` (TencentARC/SEED-Voken).
+
+Run from the repository root::
+
+    python -m tools.reference_fixtures.adapter_open_magvit2 --checkout /tmp/ref/SEED-Voken
+
+Builds the official `src/Open_MAGVIT2/models/lfqgan.py::VQModel` (its improved
+Encoder/Decoder and `LFQ`, `use_ema=True` as in the ImageNet configs) with small
+hyperparameters of the same code (`SETTINGS`), imported from the checkout with `lightning`
+and `main` replaced by stand-ins (`common.import_lightning_model`: no Lightning install; the
+loss config builds a small stand-in discriminator under `loss.`). The random weights are
+perturbed and rounded to float16 values; the EMA copy differs from the training weights for
+the parameters `EMA_DIFFERS` accepts. It writes `adapter_open_magvit2.ckpt` (a Lightning
+checkpoint: `state_dict` with `loss.` and `model_ema.` keys, float16) and the official outputs
+on fixed images: the encoder's latents, the indices and `decode(quant)` of the evaluation
+path (`encode` and `decode` inside `ema_scope()`, as `evaluation_image.py` runs), the decoder
+on `get_codebook_entry(indices)`, the indices and reconstruction with the training weights,
+the factorised indices of `LFQ(token_factorization=True)` on the same latents, and the indices
+and reconstruction of `lfqgan_pretrain.py::VQModel` (the `pretrain_*` tokenizers' class) with
+the same state dict loaded strictly.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from tools.reference_fixtures.common import (
+    distinct_ema,
+    import_lightning_model,
+    parse_args,
+    randomize,
+    released_configs,
+    require,
+    save_lightning_checkpoint,
+    write_fixture,
+)
+
+REPOSITORY = "TencentARC/SEED-Voken"
+NAME = "adapter_open_magvit2"
+FILES = [
+    "src/Open_MAGVIT2/models/lfqgan.py",
+    "src/Open_MAGVIT2/modules/diffusionmodules/improved_model.py",
+    "src/Open_MAGVIT2/modules/vqvae/lookup_free_quantize.py",
+    "src/Open_MAGVIT2/modules/ema.py",
+]
+DDCONFIG = {
+    "double_z": False,
+    "z_channels": 8,
+    "resolution": 16,
+    "in_channels": 3,
+    "out_ch": 3,
+    "ch": 32,
+    "ch_mult": [1, 1],
+    "num_res_blocks": 1,
+}
+FACTORIZED_BITS = [3, 5]
+IMAGES = (2, 3, 16, 16)
+#: The adapter's presets and the official configs of the released tokenizers they stand for.
+RELEASED = {
+    "imagenet_128_L": "configs/Open-MAGVIT2/gpu/imagenet_lfqgan_128_L.yaml",
+    "imagenet_256_L": "configs/Open-MAGVIT2/gpu/imagenet_lfqgan_256_L.yaml",
+    "pretrain_256_262144": "configs/Open-MAGVIT2/gpu/pretrain_lfqgan_256_262144.yaml",
+    "pretrain_256_16384": "configs/Open-MAGVIT2/gpu/pretrain_lfqgan_256_16384.yaml",
+}
+PRETRAIN = "src/Open_MAGVIT2/models/lfqgan_pretrain.py"
+
+
+def EMA_DIFFERS(name: str) -> bool:  # noqa: N802 (a constant predicate)
+    return any(part in name for part in ("conv_out", "conv_in", "adaptive"))
+
+
+def build(lfqgan):
+    torch.manual_seed(0)
+    model = lfqgan.VQModel(
+        ddconfig=DDCONFIG,
+        lossconfig={"target": "loss"},
+        n_embed=2 ** DDCONFIG["z_channels"],
+        embed_dim=DDCONFIG["z_channels"],
+        sample_minimization_weight=1.0,
+        batch_maximization_weight=1.0,
+        use_ema=True,
+    )
+    randomize(model, seed=1)
+    return model.eval()
+
+
+def pretrain_outputs(lfqgan_pretrain, model, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The pre-training `VQModel` (`lfqgan_pretrain.py`, the `pretrain_*` tokenizers) loads the
+    same state dict strictly; its evaluation path's indices and reconstruction."""
+    torch.manual_seed(0)
+    pretrain = lfqgan_pretrain.VQModel(
+        ddconfig=DDCONFIG,
+        lossconfig={"target": "loss"},
+        n_embed=2 ** DDCONFIG["z_channels"],
+        embed_dim=DDCONFIG["z_channels"],
+        sample_minimization_weight=1.0,
+        batch_maximization_weight=1.0,
+        use_ema=True,
+    ).eval()
+    torch.nn.Module.load_state_dict(pretrain, model.state_dict(), strict=True)
+    with torch.no_grad(), pretrain.ema_scope():
+        quant, _, indices, _ = pretrain.encode(x)
+        return {"indices_pretrain": indices, "reconstruction_pretrain": pretrain.decode(quant)}
+
+
+def images() -> torch.Tensor:
+    generator = torch.Generator().manual_seed(2)
+    return torch.rand(IMAGES, generator=generator) * 2 - 1
+
+
+@torch.no_grad()
+def run(model, lfq_module, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    b, _, h, w = x.shape
+    f = 2 ** (len(DDCONFIG["ch_mult"]) - 1)
+    shape = (b, h // f, w // f)
+    out = {}
+    quant, _, indices, _ = model.encode(x)
+    out["indices_raw"] = indices.reshape(shape)
+    out["reconstruction_raw"] = model.decode(quant)
+    with model.ema_scope():
+        out["latents"] = model.encoder(x)
+        quant, _, indices, _ = model.encode(x)
+        out["indices"] = indices.reshape(shape)
+        out["reconstruction"] = model.decode(quant)
+        entry = model.quantize.get_codebook_entry(
+            indices.reshape(b, -1), (b, *shape[1:], DDCONFIG["z_channels"]), None
+        )
+        out["decoded"] = model.decode(entry)
+    factorized = lfq_module.LFQ(
+        dim=DDCONFIG["z_channels"],
+        codebook_size=2 ** DDCONFIG["z_channels"],
+        token_factorization=True,
+        factorized_bits=FACTORIZED_BITS,
+    ).eval()
+    _, _, (pre, post) = factorized(out["latents"])
+    out["indices_factorized"] = torch.stack([pre.reshape(shape), post.reshape(shape)], -1)
+    return out
+
+
+def main() -> None:
+    args = parse_args(__doc__.splitlines()[0], REPOSITORY)
+    require(args.checkout, *FILES, PRETRAIN, *RELEASED.values())
+    lfqgan, lfq_module, lfqgan_pretrain = import_lightning_model(
+        args.checkout,
+        "src.Open_MAGVIT2.models.lfqgan",
+        "src.Open_MAGVIT2.modules.vqvae.lookup_free_quantize",
+        "src.Open_MAGVIT2.models.lfqgan_pretrain",
+    )
+    model = build(lfqgan)
+    differs = distinct_ema(model, EMA_DIFFERS, seed=3)
+    x = images()
+    tensors = {"images": x, **run(model, lfq_module, x)}
+    pretrain = pretrain_outputs(lfqgan_pretrain, model, x)
+    pretrain["indices_pretrain"] = pretrain["indices_pretrain"].reshape(tensors["indices"].shape)
+    tensors |= pretrain
+    settings = {
+        "class": "VQModel",
+        "ddconfig": DDCONFIG,
+        "n_embed": 2 ** DDCONFIG["z_channels"],
+        "embed_dim": DDCONFIG["z_channels"],
+        "use_ema": True,
+        "factorized_bits": FACTORIZED_BITS,
+        "checkpoint": f"{NAME}.ckpt",
+        "ema_differs": differs,
+        "released": released_configs(args.checkout, RELEASED),
+    }
+    write_fixture(
+        NAME, tensors, repository=REPOSITORY, checkout=args.checkout, files=[*FILES, PRETRAIN],
+        settings=settings, out=args.out,
+    )  # fmt: skip
+    save_lightning_checkpoint(model, args.out / f"{NAME}.ckpt")
+
+
+if __name__ == "__main__":
+    main()
