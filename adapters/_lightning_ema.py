@@ -18,9 +18,10 @@ from typing import Any, ClassVar
 import torch
 import yaml
 from torch import nn
+from vqbench_adapters._checkpoints import read_training_checkpoint
 
 from vqbench.errors import VQBenchError
-from vqbench.published import PublishedTokenizer, load_exact, read_checkpoint, state_dict_of
+from vqbench.published import PublishedTokenizer, load_exact, state_dict_of
 
 EMA_PREFIX = "model_ema."
 
@@ -61,7 +62,7 @@ def load_lightning(
     `use_ema`; the training loss (`loss.`: discriminator, LPIPS) and the EMA buffers are
     dropped."""
     file = Path(checkpoint)
-    state = state_dict_of(read_checkpoint(file, trust=trust), ("state_dict",), file=file)
+    state = state_dict_of(read_training_checkpoint(file, trust=trust), ("state_dict",), file=file)
     if use_ema:
         state = with_ema_weights(module, state, file=file)
     load_exact(module, state, file=file, ignore=(*ignore, EMA_PREFIX))

@@ -72,28 +72,6 @@ def test_no_reason_names_an_unregistered_method() -> None:
     assert set(NO_REFERENCE) <= registered
 
 
-REGISTERED_ADAPTERS = sorted({ep.name for ep in entry_points(group="vqbench.tokenizers")})
-
-
-def covered_adapters() -> set[str]:
-    """`<name>` of every `test_<name>.py` here, and the names in a module's `ADAPTERS` tuple."""
-    names: set[str] = set()
-    for module in reference_modules():
-        names.add(module.__name__.rsplit(".", 1)[1].removeprefix("test_"))
-        names.update(getattr(module, "ADAPTERS", ()))
-    return names
-
-
-@pytest.mark.parametrize("name", REGISTERED_ADAPTERS)
-def test_every_adapter_has_a_reference_test(name: str) -> None:
-    """A published-tokenizer adapter is proven by `tests/reference/test_<name>.py` (or a module
-    whose `ADAPTERS` tuple names it) loading a checkpoint that the official code wrote."""
-    assert name in covered_adapters(), (
-        f"tokenizer adapter '{name}' has no reference test in tests/reference (test_{name}.py, "
-        f"or a module whose ADAPTERS names it); add one"
-    )
-
-
 def test_readme_fidelity_table_has_a_row_per_method() -> None:
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     heading = "## Fidelity: every method against its reference"
@@ -126,6 +104,8 @@ def covered_adapters() -> dict[str, str]:
 
 @pytest.mark.parametrize("name", REGISTERED_ADAPTERS)
 def test_every_adapter_has_a_reference_test(name: str) -> None:
+    """A published-tokenizer adapter is proven by `tests/reference/test_adapter_<name>.py` (or a
+    module whose `ADAPTERS` tuple names it) loading a checkpoint that the official code wrote."""
     assert name in covered_adapters(), (
         f"tokenizer adapter '{name}' has no reference test in tests/reference "
         f"(test_adapter_{name}.py, or a module whose ADAPTERS names it); add one"

@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    python -m tools.reference_fixtures.taming_vqgan --checkout /tmp/ref/taming-transformers
+    python -m tools.reference_fixtures.adapter_taming_vqgan --checkout /tmp/ref/taming-transformers
 
 Builds the official `taming.models.vqgan.VQModel` (its `Encoder`/`Decoder` of
 `taming/modules/diffusionmodules/model.py`, `VectorQuantizer2` with the legacy loss,

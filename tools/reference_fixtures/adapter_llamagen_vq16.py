@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    python -m tools.reference_fixtures.llamagen_vq16 --checkout /tmp/ref/LlamaGen
+    python -m tools.reference_fixtures.adapter_llamagen_vq16 --checkout /tmp/ref/LlamaGen
 
 Loads only `tokenizer/tokenizer_image/vq_model.py` (it imports torch alone) and builds its
 `VQModel(ModelArgs(...))` as `VQ_16` does, small: `ModelArgs` sets the codebook (64 codes of

@@ -1,6 +1,6 @@
 """The adapter `taming_vqgan` against taming-transformers' own `VQModel`.
 
-Fixture: `tools/reference_fixtures/taming_vqgan.py` built the official `VQModel` with random
+Fixture: `tools/reference_fixtures/adapter_taming_vqgan.py` built the official `VQModel` with random
 weights from a small `model.yaml`, saved its Lightning checkpoint (with `loss.*` keys) and its
 latents, indices and reconstructions on fixed images. The adapter loads that checkpoint through
 `load_published` and must give the same indices (exactly) and reconstructions (to 1e-5).
