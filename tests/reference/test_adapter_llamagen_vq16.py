@@ -1,8 +1,8 @@
 """The adapter `llamagen_vq16` against LlamaGen's own `VQModel`.
 
 Fixture: `tools/reference_fixtures/adapter_llamagen_vq16.py` built the official `VQModel` with
-random weights and small settings, saved its checkpoint in `vq_train.py`'s layout
-(`{"model": ..., "optimizer": ..., ...}`, with the `codebook_used` buffer) and its latents, indices and
+random weights and small settings, saved its checkpoint in `vq_train.py`'s layout (`{"model":
+..., "optimizer": ..., ...}`, with the `codebook_used` buffer) and its latents, indices and
 reconstructions on fixed images. The adapter loads that file through `load_published` and must
 give the same indices (exactly) and reconstructions (to 1e-5).
 """
