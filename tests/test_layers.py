@@ -25,6 +25,7 @@ LAYERS = [
     ["quantizer"],
     ["data", "pretrained"],
     ["models", "losses", "metrics"],
+    ["protocols"],
     ["config"],
     ["rundir", "checkpoint"],
     ["build"],
