@@ -101,19 +101,24 @@ class Protocol:
         """The `eval.*` settings this protocol fixes (key -> value)."""
         return {key: getattr(self, f) for f, key in EVAL_KEYS.items() if getattr(self, f)}
 
-    def describe(self) -> str:
-        """One line: what the protocol fixes (for report notes and `vqbench list`)."""
-        size = f"{self.resolution}px" if self.resolution else "data.resolution"
+    def describe(
+        self, split: str | None = None, resolution: int | None = None, eval_config: Any = None
+    ) -> str:
+        """One line: what the protocol fixes, with what it leaves free filled in from a run's
+        `split`, `data.resolution` and eval config where given (for report notes)."""
+        split = self.split or split
+        size = self.resolution or resolution
+        fid = self.fid_backend or getattr(eval_config, "fid_backend", None)
+        mode = self.fid_mode or (getattr(eval_config, "fid_mode", None) if fid else None)
+        lpips = self.lpips_net or getattr(eval_config, "lpips_net", None)
         count = f"the first {self.images:,}" if self.images else "all"
-        split = {"val": "validation", "train": "training", None: "evaluated"}[self.split]
+        words = {"val": "validation", "train": "training", None: "evaluated"}[split]
         resize = {"bilinear": "bilinear (antialiased)", "adm": "ADM center_crop_arr (bicubic)"}
-        fid = self.fid_backend or "eval.fid_backend"
-        if self.fid_mode:
-            fid += f" ({self.fid_mode})"
         return (
-            f"{self.label}: {count} {split} images, shorter side to {size} "
-            f"{resize[self.resize]}, centre crop; FID {fid}; LPIPS "
-            f"{self.lpips_net or 'eval.lpips_net'}"
+            f"{self.label}: {count} {words} images, shorter side to "
+            f"{f'{size}px' if size else 'data.resolution'} {resize[self.resize]}, centre crop; "
+            f"FID {fid or 'eval.fid_backend'}{f' ({mode})' if mode else ''}; LPIPS "
+            f"{lpips or 'eval.lpips_net'}"
         )
 
     def to_json(self) -> dict[str, Any]:

@@ -323,9 +323,9 @@ def check_protocols(rows: list[Row], mixed: bool = False) -> None:
             )
 
 
-def protocol_line(rows: list[Row]) -> str:
-    """What a table's numbers were measured under: the protocol, and the images rFID compares
-    the reconstructions with."""
+def protocol_line(rows: list[Row], config: Any = None) -> str:
+    """What a table's numbers were measured under: the protocol (what it leaves free filled in
+    from the block's run `config`), and the images rFID compares the reconstructions with."""
     found = list(dict.fromkeys(p for row in rows for p in row.protocols))
     if not found:
         return "Protocol: none recorded (no row has been evaluated)."
@@ -342,10 +342,20 @@ def protocol_line(rows: list[Row]) -> str:
     name, version, split = found[0]
     try:
         known = get_protocol(name)
-        what = known.describe() if known.version == version else f"{name} v{version}"
+        if known.version != version:
+            what = f"{name} v{version}"
+        elif config is None:
+            what = known.describe(split)
+        else:
+            what = known.describe(split, config.data.resolution, config.eval)
     except VQBenchError:  # a plugin's protocol that is not installed here
         what = f"{name} v{version}"
     return f"Protocol: {what}. rFID against the {SPLIT_WORDS.get(split, split)} images."
+
+
+def block_config(suite: Suite, block: int) -> Any:
+    """The run config of a block's first run (None for an empty block)."""
+    return next((run.config for run in suite.runs if run.block == block), None)
 
 
 def collect(suite: Suite, runs_dir: Path, mixed_protocols: bool = False) -> list[Row]:
@@ -705,7 +715,7 @@ def render_markdown(
         lines += [
             block_table(block_rows),
             "",
-            protocol_line(block_rows),
+            protocol_line(block_rows, block_config(suite, b)),
             "",
             f"Settings fingerprint (everything but the quantizer): "
             f"{', '.join(f'`{f}`' for f in fingerprints)}"
@@ -754,7 +764,8 @@ def render_json(suite: Suite, rows: list[Row], figures: list[tuple[str, str]]) -
             for key, pairs in ranking([r for r in rows if r.block == b]).items()
         ],
         "protocols": [
-            protocol_line([r for r in rows if r.block == b]) for b in range(len(suite.blocks()))
+            protocol_line([r for r in rows if r.block == b], block_config(suite, b))
+            for b in range(len(suite.blocks()))
         ],
         "notes": notes_of(suite, rows),
         "figures": [name for _, name in figures],
