@@ -57,6 +57,7 @@ def test_the_built_ins_and_what_they_fix():
         "fid_backend": "clean-fid",
         "fid_mode": "legacy_tensorflow",
         "lpips_net": "vgg",
+        "paper_batch_size": 64,
     }
     simvq = get_protocol("simvq128")
     assert simvq.eval_settings()["fid_backend"] == "pytorch-fid" and simvq.resolution == 128
@@ -169,7 +170,8 @@ def test_a_report_says_its_protocol_and_refuses_to_mix_two(tmp_path, capsys):
     line = next(x for x in report.splitlines() if x.startswith("Protocol: "))
     assert line.startswith(
         "Protocol: vqbench v1: all validation images, shorter side to 32px bilinear "
-        "(antialiased), centre crop; FID torch-fidelity; LPIPS vgg. "
+        "(antialiased), centre crop; FID torch-fidelity; LPIPS vgg; paper PSNR/SSIM per batch "
+        "of 64. "
     )
     assert line.endswith("rFID against the validation images.")
     # eval.json files written before protocols were recorded give the same report.

@@ -68,7 +68,19 @@ def cmd_list(args: argparse.Namespace) -> int:
     print("Gradient estimators (quantizer parameter `estimator`; explicit codebooks only):")
     print()
     print(estimator_table())
+    print()
+    print("Evaluation protocols (eval.protocol, vqbench fid-stats --protocol):")
+    print()
+    print(protocol_table())
     return 0
+
+
+def protocol_table() -> str:
+    """The registered evaluation protocols and what each fixes."""
+    from vqbench.protocols import get_protocol, protocol_names
+
+    rows = [get_protocol(name).describe().split(": ", 1) for name in protocol_names()]
+    return tabulate(rows, headers=["protocol", "what it fixes"], tablefmt="github")
 
 
 def print_results(title: str, results: dict) -> None:

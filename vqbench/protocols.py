@@ -18,7 +18,8 @@ Built-ins:
   and the ADM evaluator prepare them (ADM's `center_crop_arr`: BOX halving while the shorter
   side is at least twice 256, PIL bicubic to 256, centre crop), clean-fid in its
   `legacy_tensorflow` mode (TensorFlow's Inception and resize, closest to the ADM evaluator
-  that LlamaGen's numbers come from), LPIPS-VGG.
+  that LlamaGen's numbers come from), LPIPS-VGG; the per-image PSNR beside the
+  batch-of-64 PSNR/SSIM columns.
 
 A changed definition is a new version, never an edit of a published one. Other packages add
 protocols through the entry-point group `vqbench.protocols` (an entry point names a `Protocol`
@@ -111,14 +112,16 @@ class Protocol:
         fid = self.fid_backend or getattr(eval_config, "fid_backend", None)
         mode = self.fid_mode or (getattr(eval_config, "fid_mode", None) if fid else None)
         lpips = self.lpips_net or getattr(eval_config, "lpips_net", None)
-        count = f"the first {self.images:,}" if self.images else "all"
+        count = f"{self.images:,}" if self.images else "all"
+        batch = self.paper_batch_size or getattr(eval_config, "paper_batch_size", None)
         words = {"val": "validation", "train": "training", None: "evaluated"}[split]
         resize = {"bilinear": "bilinear (antialiased)", "adm": "ADM center_crop_arr (bicubic)"}
         return (
             f"{self.label}: {count} {words} images, shorter side to "
             f"{f'{size}px' if size else 'data.resolution'} {resize[self.resize]}, centre crop; "
             f"FID {fid or 'eval.fid_backend'}{f' ({mode})' if mode else ''}; LPIPS "
-            f"{lpips or 'eval.lpips_net'}"
+            f"{lpips or 'eval.lpips_net'}; paper PSNR/SSIM per batch of "
+            f"{batch or 'eval.paper_batch_size'}"
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -175,6 +178,7 @@ IMAGENET256 = Protocol(
     fid_backend="clean-fid",
     fid_mode="legacy_tensorflow",
     lpips_net="vgg",
+    paper_batch_size=64,
 )
 
 _PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (VQBENCH, SIMVQ128, IMAGENET256)}
