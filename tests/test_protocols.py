@@ -23,10 +23,12 @@ from vqbench.data import read_rgb
 from vqbench.distributed import World
 from vqbench.evaluate import evaluate_split
 from vqbench.protocols import (
+    FolderData,
     Protocol,
     adm_center_crop,
     get_protocol,
     protocol_dataset,
+    protocol_loader,
     recorded_protocol,
     register_protocol,
 )
@@ -131,10 +133,7 @@ def folder(tmp_path):
 
 
 def folder_data(root, resolution=32):
-    return SimpleNamespace(
-        kind="imagefolder", root=str(root), val_root=str(root), file_list=None,
-        val_file_list=None, resolution=resolution, train_size=None, val_size=None,
-    )  # fmt: skip
+    return FolderData(str(root), resolution)
 
 
 def test_the_protocol_dataset_is_resized_counted_and_split_as_the_protocol_says(folder):
@@ -145,6 +144,9 @@ def test_the_protocol_dataset_is_resized_counted_and_split_as_the_protocol_says(
     torch.testing.assert_close(dataset[3], expected)
     every = protocol_dataset(get_protocol("vqbench"), folder_data(folder))
     assert len(every) == 5 and every[0].shape == (3, 32, 32)
+    batches = list(protocol_loader(four, folder_data(folder), batch_size=3))
+    assert [b.shape[0] for b in batches] == [3, 1]
+    torch.testing.assert_close(batches[1][0], dataset[3])
     with pytest.raises(VQBenchError, match="measures 6 val images, the data holds 5"):
         protocol_dataset(Protocol("six_test", 1, "test", images=6), folder_data(folder))
     with pytest.raises(VQBenchError, match="measures the val split, not train"):

@@ -65,7 +65,7 @@ def main() -> None:
     print("| stack | FID | vs torch-fidelity |\n|---|---:|---:|")
     for (backend, mode), value in values.items():
         name = f"{backend} ({mode})" if mode else backend
-        print(f"| {name} | {value:.4f} | {100 * (value - base) / base:+.2f}% |")
+        print(f"| {name} | {value:.5g} | {100 * (value - base) / base:+.3f}% |")
 
 
 if __name__ == "__main__":

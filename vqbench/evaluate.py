@@ -32,7 +32,13 @@ from vqbench.errors import VQBenchError
 from vqbench.files import atomic_write, atomic_write_json
 from vqbench.metrics import FID, FIDStatistics, SampleFID, Unavailable
 from vqbench.models import Autoencoder
-from vqbench.protocols import Protocol, get_protocol, protocol_dataset, protocol_metrics
+from vqbench.protocols import (
+    FolderData,
+    Protocol,
+    get_protocol,
+    protocol_dataset,
+    protocol_metrics,
+)
 from vqbench.quantizer import Quantizer, check_codebook_fits
 from vqbench.rundir import RunDir
 
@@ -272,7 +278,7 @@ def fid_statistics(
     resolution = fixed["resolution"] or resolution or 256
     if not Path(root).is_dir():
         raise VQBenchError(f"image folder '{root}' does not exist; point it at your images")
-    data = _FolderData(str(root), resolution)
+    data = FolderData(str(root), resolution)
     dataset = protocol_dataset(chosen, data, "val")
     if len(dataset) < 2:
         raise VQBenchError(f"image folder '{root}' holds {len(dataset)} image(s); FID needs 2")
@@ -288,14 +294,3 @@ def fid_statistics(
         fid.update(x.to(device), None)
     source = f"{Path(root).name} ({len(dataset)} images at {resolution}px)"
     return fid.saved_statistics(source)
-
-
-class _FolderData:
-    """A data config's fields for one folder of images (its validation split)."""
-
-    kind = "imagefolder"
-    file_list = val_file_list = train_size = val_size = None
-
-    def __init__(self, root: str, resolution: int) -> None:
-        self.root = self.val_root = root
-        self.resolution = resolution

@@ -30,7 +30,9 @@ Public API (also used by the published-tokenizer adapters):
 * `get_protocol(name) -> Protocol`, `protocol_names()`, `register_protocol(protocol)`;
 * `protocol_dataset(protocol, data, split="val", seed=0)`: the protocol's images of a data
   config's split (`data.kind/root/val_root/file_list/val_file_list/resolution/val_size`, any
-  object with those attributes), transformed and counted as the protocol says;
+  object with those attributes, e.g. `vqbench.config.DataConfig`, or `FolderData(root,
+  resolution, file_list)` for one folder of images), transformed and counted as the protocol
+  says; `protocol_loader(protocol, data, batch_size=...)`, this process's share of it in order;
 * `protocol_metrics(eval_config, codebook_size=..., ...)`: the metrics of an eval config
   (`vqbench.config.EvalConfig`, whose `protocol` field has been applied at validation);
 * `Protocol.eval_settings()`, the `eval.*` keys it fixes; `Protocol.label` (`name vN`) and
@@ -48,7 +50,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Subset
 
-from vqbench.data import ImageFolder, build_split
+from vqbench.data import ImageFolder, build_split, eval_loader
 from vqbench.errors import VQBenchError, did_you_mean
 from vqbench.metrics import Metric, build_metrics
 
@@ -276,6 +278,39 @@ def protocol_dataset(protocol: Protocol, data: Any, split: str = "val", seed: in
             f"or use a protocol that takes all images (vqbench)"
         )
     return dataset if len(dataset) == protocol.images else Subset(dataset, range(protocol.images))
+
+
+def protocol_loader(
+    protocol: Protocol,
+    data: Any,
+    *,
+    batch_size: int,
+    split: str = "val",
+    world: int = 1,
+    rank: int = 0,
+    device: torch.device | None = None,
+) -> torch.utils.data.DataLoader:
+    """This process's share of `protocol_dataset`, in order (every image once over all
+    processes), batches of `batch_size` images in [-1, 1]."""
+    dataset = protocol_dataset(protocol, data, split)
+    workers = getattr(data, "workers", 0)
+    return eval_loader(
+        dataset, batch_size=batch_size, world=world, rank=rank, workers=workers, device=device
+    )
+
+
+class FolderData:
+    """The data-config fields `protocol_dataset` reads, for one folder of images (both splits;
+    `file_list`: one path relative to `root` per line)."""
+
+    kind = "imagefolder"
+    train_size = val_size = None
+    workers = 0
+
+    def __init__(self, root: str, resolution: int, file_list: str | None = None) -> None:
+        self.root = self.val_root = str(root)
+        self.file_list = self.val_file_list = file_list
+        self.resolution = resolution
 
 
 def protocol_metrics(
