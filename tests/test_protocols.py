@@ -68,6 +68,10 @@ def test_the_built_ins_and_what_they_fix():
         imagenet.version = 2  # frozen: a changed definition is a new version
     with pytest.raises(VQBenchError, match="unknown protocol 'imagenet265'; did you mean"):
         get_protocol("imagenet265")
+    with pytest.raises(VQBenchError, match="FID backend 'tf'; use one of"):
+        Protocol("bad_test", 1, "test", fid_backend="tf")
+    with pytest.raises(VQBenchError, match="fid_mode is clean-fid's"):
+        Protocol("bad_test", 1, "test", fid_backend="pytorch-fid", fid_mode="clean")
     with pytest.raises(VQBenchError, match="already registered"):
         register_protocol(Protocol("simvq128", 1, "another", resolution=64))
 

@@ -53,6 +53,7 @@ from torch.utils.data import Dataset, Subset
 from vqbench.data import ImageFolder, build_split, eval_loader
 from vqbench.errors import VQBenchError, did_you_mean
 from vqbench.metrics import Metric, build_metrics
+from vqbench.metrics.fid import BACKENDS, CLEANFID_MODES
 
 ENTRY_POINT_GROUP = "vqbench.protocols"
 DEFAULT_PROTOCOL = "vqbench"
@@ -61,13 +62,8 @@ LEGACY_VERSION = 1
 #: How images are brought to the protocol's size (`Protocol.resize`).
 RESIZES = ("bilinear", "adm")
 SPLITS = ("val", "train")
-#: `Protocol` fields and the `eval.*` keys they fix.
-EVAL_KEYS = {
-    "fid_backend": "fid_backend",
-    "fid_mode": "fid_mode",
-    "lpips_net": "lpips_net",
-    "paper_batch_size": "paper_batch_size",
-}
+#: `Protocol` fields that fix the `eval.*` setting of the same name.
+EVAL_KEYS = ("fid_backend", "fid_mode", "lpips_net", "paper_batch_size")
 
 
 @dataclass(frozen=True)
@@ -95,6 +91,17 @@ class Protocol:
             )
         if self.split is not None and self.split not in SPLITS:
             raise VQBenchError(f"protocol {self.name!r}: split {self.split!r}; use val or train")
+        if self.fid_backend is not None and self.fid_backend not in BACKENDS:
+            raise VQBenchError(
+                f"protocol {self.name!r}: FID backend {self.fid_backend!r}; use one of "
+                f"{', '.join(BACKENDS)}"
+            )
+        if self.fid_mode is not None and (
+            self.fid_backend != "clean-fid" or self.fid_mode not in CLEANFID_MODES
+        ):
+            raise VQBenchError(
+                f"protocol {self.name!r}: fid_mode is clean-fid's ({', '.join(CLEANFID_MODES)})"
+            )
 
     @property
     def label(self) -> str:
@@ -102,7 +109,7 @@ class Protocol:
 
     def eval_settings(self) -> dict[str, Any]:
         """The `eval.*` settings this protocol fixes (key -> value)."""
-        return {key: getattr(self, f) for f, key in EVAL_KEYS.items() if getattr(self, f)}
+        return {key: getattr(self, key) for key in EVAL_KEYS if getattr(self, key) is not None}
 
     def describe(
         self, split: str | None = None, resolution: int | None = None, eval_config: Any = None
