@@ -2,9 +2,10 @@
 
     OMP_NUM_THREADS=1 python tools/fid_stacks.py [--images 32] [--resolution 64] [--seed 0]
 
-One randomly initialised Inception-v3 (`tests/metrics/inception_files.py`) is written as each
-stack's weights file, so the stacks differ only in what they do to an image before the network
-(uint8 or float input, the resize to 299 and its filter, the scaling) and in their distance code.
+One randomly initialised Inception-v3 (`tests/metrics/inception_files.py`), its BatchNorm
+statistics taken from 16 embedded training crops, is written as each stack's weights file, so
+the stacks differ only in what they do to an image before the network (uint8 or float input,
+the resize to 299 and its filter, the scaling) and in their distance code.
 The images: the embedded validation photos (`EmbeddedPhotos`, crops at `--resolution`), against
 "reconstructions" that are the same crops halved and doubled again with bilinear resizes (the
 blur of a lossy tokenizer). Prints one markdown row per stack: FID, and its difference from
@@ -51,8 +52,12 @@ def main() -> None:
     photos = EmbeddedPhotos(args.resolution, train=False, size=args.images, seed=args.seed)
     originals = torch.stack([photos[i] for i in range(len(photos))])
     reconstructions = blurred(originals)
+    train = EmbeddedPhotos(args.resolution, train=True, size=16, seed=args.seed)
+    calibration = F.interpolate(
+        torch.stack([train[i] for i in range(len(train))]), size=299, mode="bilinear"
+    )
     with tempfile.TemporaryDirectory() as folder:
-        files = write_inception_files(Path(folder), seed=args.seed)
+        files = write_inception_files(Path(folder), seed=args.seed, calibration=calibration)
         values = {}
         for backend, mode in STACKS:
             metric = FID(str(files[backend]), backend=backend, mode=mode)

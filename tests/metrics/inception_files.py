@@ -18,14 +18,29 @@ import torch
 import torch.nn.functional as F
 
 
-def random_inception_state(seed: int = 0) -> dict[str, torch.Tensor]:
-    """pytorch-fid's FID Inception, randomly initialised: also torch-fidelity's state dict."""
+def random_inception_state(
+    seed: int = 0, calibration: torch.Tensor | None = None
+) -> dict[str, torch.Tensor]:
+    """pytorch-fid's FID Inception, randomly initialised: also torch-fidelity's state dict.
+
+    With `calibration` (images in [-1, 1] at 299x299), each BatchNorm's running statistics are
+    those of these images (one pass in training mode, a cumulative average), so that the
+    features vary with the image; fresh statistics (mean 0, variance 1) leave random features
+    all but constant, and FIDs near zero."""
     from pytorch_fid import inception as pf
 
     no_load = mock.patch.object(torch.nn.Module, "load_state_dict", lambda self, *a, **k: None)
     with mock.patch.object(pf, "load_state_dict_from_url", lambda *a, **k: {}), no_load:
         torch.manual_seed(seed)
         net = pf.fid_inception_v3()
+    if calibration is not None:
+        for module in net.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.reset_running_stats()
+                module.momentum = None
+        with torch.no_grad():
+            net.train()(calibration)
+        net.eval()
     return net.state_dict()
 
 
@@ -87,11 +102,13 @@ def write_torchscript_inception(folder: Path, layers: torch.nn.Module) -> Path:
     return path
 
 
-def write_inception_files(folder: Path, seed: int = 0) -> dict[str, Path]:
+def write_inception_files(
+    folder: Path, seed: int = 0, calibration: torch.Tensor | None = None
+) -> dict[str, Path]:
     """The same random Inception as each stack's file: `{"torch-fidelity", "pytorch-fid",
-    "clean-fid"}` -> path."""
+    "clean-fid"}` -> path (`calibration`: see `random_inception_state`)."""
     folder.mkdir(parents=True, exist_ok=True)
-    state = random_inception_state(seed)
+    state = random_inception_state(seed, calibration)
     state_file = folder / "random-inception.pth"
     torch.save(state, state_file)
     script_file = write_torchscript_inception(folder, _Layers(state))
