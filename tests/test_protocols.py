@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+import yaml
 from PIL import Image
 
 import vqbench.protocols as protocols
@@ -203,3 +204,16 @@ def test_a_report_says_its_protocol_and_refuses_to_mix_two(tmp_path, capsys):
     assert main(args) == 0
     mixed = (results / "mini.md").read_text()
     assert "Protocols (mixed, --mixed-protocols): " in mixed and "not comparable" in mixed
+
+
+def test_a_split_too_short_for_the_protocol_stops_training_before_anything_is_written(
+    tmp_path, capsys
+):
+    config = small_config("vanilla", data={"resolution": 128}, eval={"protocol": "simvq128"})
+    path = tmp_path / "simvq128.yaml"
+    path.write_text(yaml.safe_dump(config))
+    out = tmp_path / "run"
+    assert main(["train", str(path), "--out", str(out)]) == 2
+    err = [x for x in capsys.readouterr().err.splitlines() if x]
+    assert len(err) == 1 and "measures 50,000 val images, the data holds 8" in err[0]
+    assert not out.exists()

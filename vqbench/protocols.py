@@ -287,6 +287,14 @@ def protocol_dataset(protocol: Protocol, data: Any, split: str = "val", seed: in
     return dataset if len(dataset) == protocol.images else Subset(dataset, range(protocol.images))
 
 
+def check_protocol_images(data: Any, protocol_name: str) -> None:
+    """A protocol of N images finds them in the data's split (one line otherwise): checked
+    before a run trains, so that its evaluation cannot fail on a short split afterwards."""
+    protocol = get_protocol(protocol_name)
+    if protocol.images is not None:
+        protocol_dataset(protocol, data, protocol.split or "val")
+
+
 def protocol_loader(
     protocol: Protocol,
     data: Any,

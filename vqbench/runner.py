@@ -16,6 +16,7 @@ from vqbench.evaluate import evaluate_run
 from vqbench.files import atomic_write_json, atomic_write_text, check_writable, write_error
 from vqbench.plots import write_all
 from vqbench.probe import probe_is_complete, probe_run
+from vqbench.protocols import check_protocol_images
 from vqbench.report import collect, render_json, render_markdown
 from vqbench.rundir import RunDir, SuiteDir, load_recorded_plugins, record_plugins
 from vqbench.suite import ExpandedRun, Suite, load_suite
@@ -67,11 +68,13 @@ def check_paths(runs: list[ExpandedRun]) -> None:
 
 
 def check_data(runs: list[ExpandedRun]) -> None:
-    """Every image folder a run needs exists and holds readable, held-out images: each distinct
-    `data` section is read (headers only) before anything is trained."""
+    """Every image folder a run needs exists and holds readable, held-out images (and the
+    images its protocol measures): each distinct `data` section is read (headers only) before
+    anything is trained."""
     seen = set()
     for run in runs:
         data = run.config.data
+        check_protocol_images(data, run.config.eval.protocol)
         if data.kind != "imagefolder" or data.model_dump_json() in seen:
             continue
         seen.add(data.model_dump_json())
