@@ -25,6 +25,7 @@ LAYERS = [
     ["quantizer"],
     ["data", "pretrained", "published"],
     ["models", "losses", "metrics"],
+    ["protocols"],
     ["config"],
     ["rundir", "checkpoint"],
     ["build", "published_run"],

@@ -68,7 +68,19 @@ def cmd_list(args: argparse.Namespace) -> int:
     print("Gradient estimators (quantizer parameter `estimator`; explicit codebooks only):")
     print()
     print(estimator_table())
+    print()
+    print("Evaluation protocols (eval.protocol, vqbench fid-stats --protocol):")
+    print()
+    print(protocol_table())
     return 0
+
+
+def protocol_table() -> str:
+    """The registered evaluation protocols and what each fixes."""
+    from vqbench.protocols import get_protocol, protocol_names
+
+    rows = [get_protocol(name).describe().split(": ", 1) for name in protocol_names()]
+    return tabulate(rows, headers=["protocol", "what it fixes"], tablefmt="github")
 
 
 def print_results(title: str, results: dict) -> None:
@@ -186,19 +198,21 @@ def cmd_fid_stats(args: argparse.Namespace) -> int:
     from vqbench.evaluate import fid_statistics
 
     for name in ("resolution", "batch_size"):
-        if getattr(args, name) < 1:
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             flag = "--" + name.replace("_", "-")
             raise VQBenchError(f"{flag} {getattr(args, name)} must be a positive integer")
     stats = fid_statistics(
         args.images,
         resolution=args.resolution,
         backend=args.backend,
+        mode=args.mode,
+        protocol=args.protocol,
         weights=args.weights,
         batch_size=args.batch_size,
         device=args.device or "cpu",
     )
     stats.save(args.out)
-    print(f"vqbench: wrote {args.out} ({stats.count} images, {stats.backend})")
+    print(f"vqbench: wrote {args.out} ({stats.count} images, {stats.stack}, {stats.protocol})")
     return 0
 
 
@@ -292,7 +306,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from vqbench.runner import rebuild
 
-    print(f"wrote {rebuild(args.runs, args.results)}")
+    print(f"wrote {rebuild(args.runs, args.results, args.mixed_protocols)}")
     return 0
 
 
@@ -403,9 +417,22 @@ def _add_fid_stats(sub, after: argparse.ArgumentParser) -> None:
     p.add_argument("images", help="folder of images (searched recursively)")
     p.add_argument("--out", required=True, help="statistics file to write (.npz)")
     p.add_argument(
-        "--resolution", type=int, default=256, help="resize and centre-crop (default 256)"
+        "--protocol",
+        default="vqbench",
+        help="evaluation protocol whose images, resize and FID stack the statistics follow "
+        "(default vqbench; see vqbench.protocols)",
     )
-    p.add_argument("--backend", choices=["torch-fidelity", "pytorch-fid"], default="torch-fidelity")
+    p.add_argument(
+        "--resolution",
+        type=int,
+        help="resize and centre-crop, where the protocol leaves it free (default 256)",
+    )
+    p.add_argument(
+        "--backend",
+        choices=["torch-fidelity", "pytorch-fid", "clean-fid"],
+        help="FID stack, where the protocol leaves it free (default torch-fidelity)",
+    )
+    p.add_argument("--mode", choices=["clean", "legacy_tensorflow"], help="clean-fid's mode")
     p.add_argument("--weights", help="the backend's Inception weights file (offline use)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device")
@@ -449,6 +476,11 @@ def _add_run_report_train(sub, after: argparse.ArgumentParser) -> None:
     p = _command(sub, after, "report", help="rebuild a suite's report from its finished runs")
     p.add_argument("runs", help="the suite's run folder, e.g. runs/tiny")
     p.add_argument("--results", default="results")
+    p.add_argument(
+        "--mixed-protocols",
+        action="store_true",
+        help="allow rows of different evaluation protocols in one table (each row says which)",
+    )
     p.set_defaults(func=cmd_report)
     p = _command(sub, after, "train", help="train one run from a config file, then evaluate it")
     p.add_argument("config", help="run config (YAML)")

@@ -29,6 +29,7 @@ from vqbench.bounded import LIMITS, check_fits, check_yaml, read_text
 from vqbench.errors import VQBenchError, did_you_mean
 from vqbench.models import PRESETS, check_resolution, preset_downsampling
 from vqbench.params import format_validation_error
+from vqbench.protocols import DEFAULT_PROTOCOL, get_protocol
 from vqbench.quantizer import get_quantizer_class
 from vqbench.registry import load_plugin
 
@@ -231,12 +232,38 @@ class EvalConfig(Section):
     lpips_net: Literal["vgg", "alex"] = "vgg"
     lpips_weights: str | None = None  # torchvision's VGG16/AlexNet file (offline use)
     inception_weights: str | None = None  # the FID backend's Inception file (offline use)
-    # torch-fidelity (uint8, TF-style resize) or pytorch-fid (float, PyTorch bilinear resize,
-    # its own weights: what SimVQ and the paper used).
-    fid_backend: Literal["torch-fidelity", "pytorch-fid"] = "torch-fidelity"
+    # torch-fidelity (uint8, TF-style resize), pytorch-fid (float, PyTorch bilinear resize,
+    # its own weights: what SimVQ and the paper used) or clean-fid (uint8, in `fid_mode`).
+    fid_backend: Literal["torch-fidelity", "pytorch-fid", "clean-fid"] = "torch-fidelity"
+    # clean-fid's mode (default clean); the other backends have none.
+    fid_mode: Literal["clean", "legacy_tensorflow"] | None = None
     # Reference statistics of the real images (`vqbench fid-stats`, or an ADM reference batch):
     # rFID and the probe's gFID take the real side from it instead of extracting it each time.
     fid_stats: str | None = None
+    # The evaluation protocol (`vqbench.protocols`): it fixes the split, image count, resize and
+    # crop, and the eval settings above that it names; an explicit setting contradicting it is
+    # an error. `eval.json` records its name and version.
+    protocol: str = DEFAULT_PROTOCOL
+
+    @pydantic.model_validator(mode="after")
+    def _apply_protocol(self) -> EvalConfig:
+        """The protocol's settings filled in; an explicit contradicting one is refused."""
+        protocol = get_protocol(self.protocol)
+        for key, value in protocol.eval_settings().items():
+            if key in self.model_fields_set and getattr(self, key) != value:
+                raise ValueError(
+                    f"{key}: {getattr(self, key)} contradicts protocol {protocol.label}, which "
+                    f"sets {value}; drop eval.{key} or choose another eval.protocol"
+                )
+            setattr(self, key, value)
+        if self.fid_backend == "clean-fid" and self.fid_mode is None:
+            self.fid_mode = "clean"
+        if self.fid_backend != "clean-fid" and self.fid_mode is not None:
+            raise ValueError(
+                f"fid_mode is clean-fid's; drop it or set fid_backend: clean-fid "
+                f"(it is {self.fid_backend})"
+            )
+        return self
 
 
 class RunConfig(Section):
@@ -255,6 +282,18 @@ class RunConfig(Section):
     @classmethod
     def _safe_name(cls, name: str) -> str:
         return check_name(name, "name", parts=True)
+
+    @pydantic.model_validator(mode="after")
+    def _protocol_resolution(self) -> RunConfig:
+        protocol = get_protocol(self.eval.protocol)
+        if protocol.resolution and protocol.resolution != self.data.resolution:
+            raise ValueError(
+                f"eval.protocol {protocol.label} evaluates at {protocol.resolution}x"
+                f"{protocol.resolution}, data.resolution is {self.data.resolution}; train at "
+                f"{protocol.resolution} or choose a protocol at {self.data.resolution} "
+                f"(e.g. {DEFAULT_PROTOCOL})"
+            )
+        return self
 
     @pydantic.model_validator(mode="after")
     def _patchgan_fits(self) -> RunConfig:

@@ -256,7 +256,10 @@ class ImageFolder(Dataset):
         train: bool,
         file_list: str | Path | None = None,
         check: bool = True,
+        transform: Any = None,
     ) -> None:
+        """`transform` (uint8 `(3, H, W)` to uint8 `(3, R, R)`) replaces the split's resize and
+        crop (an evaluation protocol's, `vqbench.protocols`)."""
         self.root = Path(root)
         if not self.root.is_dir():
             what = "is a file, not a folder" if self.root.exists() else "does not exist"
@@ -280,7 +283,7 @@ class ImageFolder(Dataset):
             where = f"file list '{file_list}'" if file_list else f"'{self.root}'"
             check_images(self.paths, where)
             _CHECKED.add(key)
-        self.transform = _transform(train, resolution)
+        self.transform = transform or _transform(train, resolution)
         folders = sorted({p.parent for p in self.paths})
         index = {folder: i for i, folder in enumerate(folders)}
         #: Class of each image: its folder (ImageNet's synsets); one class for a flat folder.

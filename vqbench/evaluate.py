@@ -1,5 +1,9 @@
 """Evaluation of a trained run, or of a published tokenizer, on a validation split (SPEC
-section 4).
+section 4), under a protocol.
+
+The run's `eval.protocol` (`vqbench.protocols`) decides which images are measured and how they
+are resized and cropped, and the metric settings it fixes; `eval.json` records its name and
+version (`protocol`, `protocol_version`).
 
 Codebook usage and perplexity (per group where the quantizer has groups), PSNR (per image, and
 SimVQ's per-batch variant), SSIM, LPIPS and rFID, each accumulated over the whole split and
@@ -31,11 +35,18 @@ from PIL import Image
 from vqbench import distributed
 from vqbench.build import load_trained
 from vqbench.config import RunConfig
-from vqbench.data import ImageFolder, build_split, eval_loader
+from vqbench.data import build_split, eval_loader
 from vqbench.errors import VQBenchError
 from vqbench.files import atomic_write, atomic_write_json
-from vqbench.metrics import FID, FIDStatistics, SampleFID, Unavailable, build_metrics
+from vqbench.metrics import FID, FIDStatistics, SampleFID, Unavailable
 from vqbench.models import Autoencoder, check_resolution
+from vqbench.protocols import (
+    FolderData,
+    Protocol,
+    get_protocol,
+    protocol_dataset,
+    protocol_metrics,
+)
 from vqbench.published import ImageTokenizer
 from vqbench.published_run import (
     PublishedConfig,
@@ -110,10 +121,12 @@ def evaluate_split(
     model: Autoencoder | ImageTokenizer, config: RunConfig, world: distributed.World,
     split: str = "val",
 ) -> dict[str, Any]:  # fmt: skip
-    """Metrics of `model` (a trained autoencoder or any `ImageTokenizer`) over the whole
-    `split` (`val` or `train`) of the dataset `config.data` describes."""
+    """Metrics of `model` (a trained autoencoder or any `ImageTokenizer`) over `split` (`val`
+    or `train`) of the dataset `config.data` describes, as the run's protocol measures it (the
+    whole split under the default protocol)."""
     c, dev = config.eval, world.device
-    dataset = build_split(config.data, train=split == "train", seed=config.seed)
+    protocol = get_protocol(c.protocol)
+    dataset = protocol_dataset(protocol, config.data, split, seed=config.seed)
     loader = eval_loader(
         dataset,
         batch_size=c.batch_size,
@@ -123,17 +136,11 @@ def evaluate_split(
         device=dev,
     )
     evaluand = evaluand_of(model)
-    metrics = build_metrics(
-        c.metrics,
+    metrics = protocol_metrics(
+        c,
         codebook_size=evaluand.codebook_size,
         code_groups=evaluand.code_groups,
         index_sizes=evaluand.index_sizes,
-        lpips_net=c.lpips_net,
-        lpips_weights=c.lpips_weights,
-        inception_weights=c.inception_weights,
-        fid_backend=c.fid_backend,
-        fid_stats=c.fid_stats if "fid" in c.metrics else None,
-        paper_batch=c.paper_batch_size,
         device=dev,
     )
     was_training = evaluand.module.training
@@ -154,9 +161,15 @@ def evaluate_split(
         results.update(metric.compute())
         if isinstance(metric, FID) and metric.reference is not None:
             ref = metric.reference
-            results["rfid_reference"] = f"{ref.source} ({ref.backend}, {ref.count} images)"
+            results["rfid_reference"] = f"{ref.source} ({ref.stack}, {ref.count} images)"
+    results.update(protocol_fields(protocol))
     _say_unavailable_once(results)
     return {k: str(v) if isinstance(v, Unavailable) else v for k, v in results.items()}
+
+
+def protocol_fields(protocol: Protocol) -> dict[str, Any]:
+    """What `eval.json` records of the protocol it was measured under."""
+    return {"protocol": protocol.name, "protocol_version": protocol.version}
 
 
 def apply_codebook_operation(
@@ -322,7 +335,8 @@ def evaluate_published(
     sha256 = file_sha256(spec.checkpoint)
     check_out_folder(out, tokenizer_fingerprint(config, sha256), force)
     tokenizer = load_tokenizer(spec).to(world.device)
-    check_resolution(config.data.resolution, tokenizer.downsampling)
+    protocol = get_protocol(config.eval.protocol)  # its size, where it fixes one
+    check_resolution(protocol.resolution or config.data.resolution, tokenizer.downsampling)
     run = record(out, config, sha256) if world.is_main else RunDir(out)
     results = evaluate_split(tokenizer, config, world)
     results.update(
@@ -347,20 +361,47 @@ def evaluate_published(
 def fid_statistics(
     root: str | Path,
     *,
-    resolution: int,
-    backend: str = "torch-fidelity",
+    resolution: int | None = None,
+    backend: str | None = None,
+    mode: str | None = None,
+    protocol: str = "vqbench",
     weights: str | None = None,
     batch_size: int = 64,
     device: torch.device | str = "cpu",
 ) -> FIDStatistics:
-    """Reference statistics of a folder of images (checked, resized and centre-cropped as the
-    validation split of a run at `resolution`), for `eval.fid_stats`."""
+    """Reference statistics of a folder of images, prepared and counted as `protocol`'s
+    validation split (its resolution, resize, crop, image count and FID stack), for
+    `eval.fid_stats`; the file records the protocol. `resolution`, `backend` and `mode` are
+    for what the protocol leaves free (defaults 256, torch-fidelity); one that contradicts it
+    is refused in one line."""
+    chosen = get_protocol(protocol)
+    asked = {"resolution": resolution, "backend": backend, "mode": mode}
+    fixed = {
+        "resolution": chosen.resolution,
+        "backend": chosen.fid_backend,
+        "mode": chosen.fid_mode,
+    }
+    for key, value in asked.items():
+        if value is not None and fixed[key] is not None and value != fixed[key]:
+            raise VQBenchError(
+                f"--{key} {value} contradicts protocol {chosen.label}, which sets {fixed[key]}; "
+                f"drop --{key} or choose another --protocol"
+            )
+    backend = fixed["backend"] or backend or "torch-fidelity"
+    mode = fixed["mode"] or mode or ("clean" if backend == "clean-fid" else None)
+    resolution = fixed["resolution"] or resolution or 256
     if not Path(root).is_dir():
         raise VQBenchError(f"image folder '{root}' does not exist; point it at your images")
-    dataset = ImageFolder(root, resolution, train=False)
+    data = FolderData(str(root), resolution)
+    dataset = protocol_dataset(chosen, data, "val")
     if len(dataset) < 2:
         raise VQBenchError(f"image folder '{root}' holds {len(dataset)} image(s); FID needs 2")
-    fid = SampleFID(weights, device=device, backend=backend)  # its real side, alone
+    try:
+        fid = SampleFID(
+            weights, device=device, backend=backend, mode=mode, protocol=chosen.label
+        )  # its real side, alone
+    except ValueError as err:
+        raise VQBenchError(f"cannot compute FID statistics: {err}") from None
     if fid.unavailable is not None:
         raise VQBenchError(f"cannot compute FID statistics: {fid.unavailable.reason}")
     for x in eval_loader(dataset, batch_size=batch_size, device=torch.device(device)):

@@ -1,11 +1,12 @@
 """Pretrained weights the metrics and the perceptual loss need, found without guessing.
 
 LPIPS needs torchvision's VGG16 (or AlexNet) trunk; rFID needs an Inception network
-(torch-fidelity's or pytorch-fid's). Each file is looked up in this order: an explicit path
-(config or `VQBENCH_VGG16_WEIGHTS`, `VQBENCH_ALEXNET_WEIGHTS`, `VQBENCH_INCEPTION_WEIGHTS`,
-`VQBENCH_PT_INCEPTION_WEIGHTS`); the libraries' cache `$TORCH_HOME/hub/checkpoints/`; one quiet
-download into that cache, unless `VQBENCH_OFFLINE=1` (or `HF_HUB_OFFLINE=1`). Before a download
-the server is tried once, for `CONNECT_TIMEOUT` seconds (`unreachable`), so that a machine
+(torch-fidelity's, pytorch-fid's, or clean-fid's TorchScript file). Each file is looked up in
+this order: an explicit path (config or `VQBENCH_VGG16_WEIGHTS`, `VQBENCH_ALEXNET_WEIGHTS`,
+`VQBENCH_INCEPTION_WEIGHTS`, `VQBENCH_PT_INCEPTION_WEIGHTS`,
+`VQBENCH_CLEANFID_INCEPTION_WEIGHTS`); the libraries' cache `$TORCH_HOME/hub/checkpoints/`;
+one quiet download into that cache, unless `VQBENCH_OFFLINE=1` (or `HF_HUB_OFFLINE=1`). Before a
+download the server is tried once, for `CONNECT_TIMEOUT` seconds (`unreachable`), so that a machine
 without network learns it at once instead of from a library's retries. The libraries are
 always handed the file (never asked to download themselves), so an offline run prints no
 download attempts or deprecation warnings, and a failed download is tried once per process.
@@ -30,17 +31,20 @@ VGG16_FILE = "vgg16-397923af.pth"
 ALEXNET_FILE = "alexnet-owt-7be5be79.pth"
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
 PT_INCEPTION_FILE = "pt_inception-2015-12-05-6726825d.pth"
+CLEANFID_INCEPTION_FILE = "inception-2015-12-05.pt"  # clean-fid's TorchScript network
 _FILE = {
     "vgg": VGG16_FILE,
     "alex": ALEXNET_FILE,
     "inception": INCEPTION_FILE,
     "pt_inception": PT_INCEPTION_FILE,
+    "cleanfid_inception": CLEANFID_INCEPTION_FILE,
 }
 _ENV = {
     "vgg": "VQBENCH_VGG16_WEIGHTS",
     "alex": "VQBENCH_ALEXNET_WEIGHTS",
     "inception": "VQBENCH_INCEPTION_WEIGHTS",
     "pt_inception": "VQBENCH_PT_INCEPTION_WEIGHTS",
+    "cleanfid_inception": "VQBENCH_CLEANFID_INCEPTION_WEIGHTS",
 }
 _URL = {
     "vgg": f"https://download.pytorch.org/models/{VGG16_FILE}",
@@ -49,12 +53,17 @@ _URL = {
     "pt_inception": (
         f"https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/{PT_INCEPTION_FILE}"
     ),
+    "cleanfid_inception": (
+        "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/"
+        f"{CLEANFID_INCEPTION_FILE}"
+    ),
 }
 _WHAT = {
     "vgg": "LPIPS-vgg trunk",
     "alex": "LPIPS-alex trunk",
     "inception": "Inception (FID, torch-fidelity)",
     "pt_inception": "Inception (FID, pytorch-fid)",
+    "cleanfid_inception": "Inception (FID, clean-fid)",
 }
 # lpips' trunk slices: torchvision `features` index -> lpips `net.sliceK` (protocol.md 7.4).
 _LPIPS_SLICES = {
@@ -136,7 +145,8 @@ def _download(kind: str, target: Path) -> None:
 
 
 def weights_file(kind: str, path: str | None = None) -> Path:
-    """The weights file of `kind` (`vgg`, `alex`, `inception`, `pt_inception`), found or fetched."""
+    """The weights file of `kind` (`vgg`, `alex`, `inception`, `pt_inception`,
+    `cleanfid_inception`), found or fetched."""
     chosen = path or os.environ.get(_ENV[kind])
     if chosen:
         if not Path(chosen).is_file():

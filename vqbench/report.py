@@ -26,6 +26,7 @@ from vqbench.config import ScheduleConfig
 from vqbench.errors import VQBenchError
 from vqbench.estimator import get_estimator_class
 from vqbench.files import read_json
+from vqbench.protocols import get_protocol, recorded_protocol
 from vqbench.rundir import RunDir, SuiteDir
 from vqbench.suite import ExpandedTokenizer, Suite
 from vqbench.version import __version__
@@ -65,7 +66,11 @@ FID_NOTES = {
     "differ slightly from theirs.",
     "pytorch-fid": "rFID: pytorch-fid, as SimVQ and the paper computed it (float images in "
     "[0, 1], PyTorch bilinear resize to 299, pytorch-fid's Inception weights).",
+    "clean-fid": "rFID: clean-fid (uint8 images, its TorchScript Inception; mode `clean`: PIL "
+    "bicubic resize to 299, `legacy_tensorflow`: TensorFlow's resize inside the network); "
+    "SimVQ and the paper used pytorch-fid, so values differ from theirs.",
 }
+SPLIT_WORDS = {"val": "validation", "train": "training"}
 
 PROTOCOL_NOTES = [
     "PSNR is the paper's (SimVQ's evaluation.py): images truncated to uint8, the PSNR of each "
@@ -200,6 +205,13 @@ class Row:
     def estimator(self) -> str:
         return estimator_label(self.params)
 
+    @property
+    def protocols(self) -> list[tuple[str, int, str]]:
+        """(protocol, version, split) of each evaluated seed, distinct, in order; an
+        `eval.json` without the fields is the default protocol's version 1."""
+        found = [(*recorded_protocol(r), r.get("split", "val")) for r in self.results]
+        return list(dict.fromkeys(found))
+
     def summarise(self) -> None:
         per_metric: dict[str, list[Any]] = {}
         for result in self.results:
@@ -288,8 +300,68 @@ def post_label(run_label: str, op: str, size: int) -> str:
     return f"{run_label} + {kind} to {size:,}"
 
 
-def collect(suite: Suite, runs_dir: Path) -> list[Row]:
-    """One `Row` per table row: a run (or one of its post-training operations), seeds merged."""
+def protocol_label(protocol: tuple[str, int, str]) -> str:
+    name, version, split = protocol
+    return f"{name} v{version} ({SPLIT_WORDS.get(split, split)})"
+
+
+def check_protocols(rows: list[Row], mixed: bool = False) -> None:
+    """The rows of one table were measured under one protocol (name, version and split), or
+    one line naming two that differ (unless `mixed`: `vqbench report --mixed-protocols`)."""
+    if mixed:
+        return
+    for block in sorted({r.block for r in rows}):
+        seen: dict[tuple[str, int, str], str] = {}
+        for row in (r for r in rows if r.block == block):
+            for protocol in row.protocols:
+                seen.setdefault(protocol, row.label)
+        if len(seen) > 1:
+            (a, row_a), (b, row_b) = list(seen.items())[:2]
+            raise VQBenchError(
+                f"a table mixes protocols: {protocol_label(a)} ({row_a}) and "
+                f"{protocol_label(b)} ({row_b}); evaluate every row under one eval.protocol, "
+                f"or pass --mixed-protocols to put them in one table anyway"
+            )
+
+
+def protocol_line(rows: list[Row], config: Any = None) -> str:
+    """What a table's numbers were measured under: the protocol (what it leaves free filled in
+    from the block's run `config`), and the images rFID compares the reconstructions with."""
+    found = list(dict.fromkeys(p for row in rows for p in row.protocols))
+    if not found:
+        return "Protocol: none recorded (no row has been evaluated)."
+    if len(found) > 1:
+        return (
+            "Protocols (mixed, --mixed-protocols): "
+            + "; ".join(
+                f"{row.label}: {', '.join(protocol_label(p) for p in row.protocols)}"
+                for row in rows
+                if row.protocols
+            )
+            + ". Rows under different protocols are not comparable."
+        )
+    name, version, split = found[0]
+    try:
+        known = get_protocol(name)
+        if known.version != version:
+            what = f"{name} v{version}"
+        elif config is None:
+            what = known.describe(split)
+        else:
+            what = known.describe(split, config.data.resolution, config.eval)
+    except VQBenchError:  # a plugin's protocol that is not installed here
+        what = f"{name} v{version}"
+    return f"Protocol: {what}. rFID against the {SPLIT_WORDS.get(split, split)} images."
+
+
+def block_config(suite: Suite, block: int) -> Any:
+    """The run config of a block's first run (None for an empty block)."""
+    return next((run.config for run in suite.runs if run.block == block), None)
+
+
+def collect(suite: Suite, runs_dir: Path, mixed_protocols: bool = False) -> list[Row]:
+    """One `Row` per table row: a run (or one of its post-training operations), seeds merged;
+    the rows of a table share one protocol unless `mixed_protocols` (`check_protocols`)."""
     blocks = suite.blocks()
     rows: dict[tuple, Row] = {}
     for run in suite.runs:
@@ -330,6 +402,7 @@ def collect(suite: Suite, runs_dir: Path) -> list[Row]:
             if suite.probe is not None:
                 row.probe_seeds_asked = len(row.seeds) * len(suite.probe.seeds)
     out = list(rows.values())
+    check_protocols(out, mixed_protocols)
     compare_to_baseline(out, suite.spec.baseline)
     return out
 
@@ -685,6 +758,8 @@ def render_markdown(
         lines += [
             block_table(block_rows),
             "",
+            protocol_line(block_rows, block_config(suite, b)),
+            "",
             f"Settings fingerprint (everything but the quantizer): "
             f"{', '.join(f'`{f}`' for f in fingerprints)}"
             + (
@@ -730,6 +805,10 @@ def render_json(suite: Suite, rows: list[Row], figures: list[tuple[str, str]]) -
             {"block": b, "column": key, "better_than": [list(pair) for pair in pairs]}
             for b in range(len(suite.blocks()))
             for key, pairs in ranking([r for r in rows if r.block == b]).items()
+        ],
+        "protocols": [
+            protocol_line([r for r in rows if r.block == b], block_config(suite, b))
+            for b in range(len(suite.blocks()))
         ],
         "notes": notes_of(suite, rows),
         "figures": [name for _, name in figures],

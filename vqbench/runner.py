@@ -17,6 +17,7 @@ from vqbench.evaluate import evaluate_published, evaluate_run
 from vqbench.files import atomic_write_json, atomic_write_text, check_writable, write_error
 from vqbench.plots import write_all
 from vqbench.probe import probe_is_complete, probe_run
+from vqbench.protocols import check_protocol_images
 from vqbench.published_run import (
     file_sha256,
     is_published_folder,
@@ -75,11 +76,13 @@ def check_paths(runs: list[ExpandedRun]) -> None:
 
 def check_data(runs: list[ExpandedRun]) -> None:
     """Every image folder (or set of shards) a run needs exists and holds readable, held-out
-    images: each distinct `data` section is read (headers only; shards: their index) before
+    images (and the images its protocol measures): each distinct `data` section is read
+    (headers only; shards: their index) before
     anything is trained."""
     seen = set()
     for run in runs:
         data = run.config.data
+        check_protocol_images(data, run.config.eval.protocol)
         if data.kind == "embedded" or data.model_dump_json() in seen:
             continue
         seen.add(data.model_dump_json())
@@ -226,10 +229,14 @@ def probe_if_asked(suite: Suite, run: RunDir, tag: str, device, force: bool, log
     probe_run(run.path, suite.probe, device=device, force=force, log=log)
 
 
-def write_report(suite: Suite, runs_dir: Path, results_dir: Path) -> Path:
-    """`results/<suite>.md`, `.json` and the figures, each written atomically."""
+def write_report(
+    suite: Suite, runs_dir: Path, results_dir: Path, mixed_protocols: bool = False
+) -> Path:
+    """`results/<suite>.md`, `.json` and the figures, each written atomically; tables whose
+    rows were measured under different protocols are refused unless `mixed_protocols`."""
     check_writable(results_dir, "results folder")
-    rows = collect(suite, runs_dir)  # reads (and checks) every result before a folder is made
+    # reads (and checks) every result before a folder is made
+    rows = collect(suite, runs_dir, mixed_protocols)
     try:
         results_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -241,7 +248,9 @@ def write_report(suite: Suite, runs_dir: Path, results_dir: Path) -> Path:
     return out
 
 
-def rebuild(runs_dir: str | Path, results_dir: str | Path = "results") -> Path:
+def rebuild(
+    runs_dir: str | Path, results_dir: str | Path = "results", mixed_protocols: bool = False
+) -> Path:
     """`vqbench report RUNS_DIR`: rebuild the report of the suite whose runs are in RUNS_DIR."""
     folder = SuiteDir(runs_dir)
     marker = folder.suite_file
@@ -250,7 +259,7 @@ def rebuild(runs_dir: str | Path, results_dir: str | Path = "results") -> Path:
             f"'{runs_dir}' holds no suite.yaml; give a folder made by 'vqbench run' (runs/<suite>)"
         )
     load_recorded_plugins(folder.path)
-    return write_report(load_suite(marker), folder.path, Path(results_dir))
+    return write_report(load_suite(marker), folder.path, Path(results_dir), mixed_protocols)
 
 
 def describe(suite: Suite) -> list[list[Any]]:

@@ -57,6 +57,7 @@ from vqbench.evaluate import evaluate_split
 from vqbench.losses import AutoencoderLoss
 from vqbench.metrics import CodebookUsage
 from vqbench.models import Autoencoder
+from vqbench.protocols import check_protocol_images
 from vqbench.rundir import RunDir
 from vqbench.timing import QuantizerTimer
 
@@ -110,6 +111,7 @@ def plan_run(config: RunConfig, world: distributed.World) -> Plan:
         )
     if config.data.kind in ("imagefolder", "webdataset"):  # the validation split too
         check_held_out(dataset, build_split(config.data, train=False))
+    check_protocol_images(config.data, config.eval.protocol)
     total = c.steps if c.steps is not None else c.epochs * steps_per_epoch
     return Plan(dataset, micro, accumulation, steps_per_epoch, total)
 

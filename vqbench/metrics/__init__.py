@@ -28,12 +28,15 @@ def build_metrics(
     lpips_weights: str | None = None,
     inception_weights: str | None = None,
     fid_backend: str = "torch-fidelity",
+    fid_mode: str | None = None,
     fid_stats: str | None = None,
+    fid_protocol: str | None = None,
     paper_batch: int = 64,
     device: torch.device | str = "cpu",
 ) -> list[Metric]:
     """Usage (always; per index and as the product for a composite's `index_sizes`) and the
-    metrics `names` asks for, in a fixed order (usage, image quality, LPIPS, FID)."""
+    metrics `names` asks for, in a fixed order (usage, image quality, LPIPS, FID).
+    `fid_protocol`: the evaluation protocol's label, checked against `fid_stats`'."""
     wanted = set(names)
     metrics: list[Metric] = [CodebookUsage(codebook_size, code_groups, index_sizes).to(device)]
     if {"psnr", "ssim"} & wanted:
@@ -43,7 +46,14 @@ def build_metrics(
     if "fid" in wanted:
         reference = FIDStatistics.load(fid_stats) if fid_stats else None
         metrics.append(
-            FID(inception_weights, device=device, backend=fid_backend, reference=reference)
+            FID(
+                inception_weights,
+                device=device,
+                backend=fid_backend,
+                reference=reference,
+                mode=fid_mode,
+                protocol=fid_protocol,
+            )
         )
     return metrics
 
