@@ -143,6 +143,20 @@ def test_pages_hold_tables_paper_values_figures_and_notes(results):
     assert 'href="alpha.html"' in pages["index.html"] and 'href="beta.html"' in pages["index.html"]
 
 
+def test_pages_say_their_protocol(results):
+    """A report's protocol lines are on its page; the index names each suite's protocols, and
+    a report written before protocols existed is `vqbench v1`, as its eval.json files are."""
+    reports = read_reports(results)
+    line = "Protocol: simvq128 v1: the 50,000 validation images at 128px. rFID against them."
+    reports[0]["protocols"] = [line]
+    reports[1].pop("protocols", None)
+    pages = render_site(reports)
+    assert '<p class="protocol">Protocol: simvq128 v1: the 50,000 validation' in pages["alpha.html"]
+    assert 'class="protocol"' not in pages["beta.html"]
+    index = pages["index.html"]
+    assert "<td>simvq128 v1</td>" in index and "<td>vqbench v1</td>" in index
+
+
 def test_pages_fetch_nothing_from_a_network(results):
     for name, text in render_site(read_reports(results)).items():
         external = re.findall(r"""(?:src|href)\s*=\s*["']?\s*(?:https?:)?//|@import|url\(""", text)

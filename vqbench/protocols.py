@@ -320,6 +320,8 @@ class FolderData:
 
     kind = "imagefolder"
     train_size = val_size = None
+    urls = val_urls = None  # the shard fields of `DataConfig`, unused by folders
+    shuffle_buffer = 1
     workers = 0
 
     def __init__(self, root: str, resolution: int, file_list: str | None = None) -> None:

@@ -351,13 +351,23 @@ def _fingerprints(report: dict[str, Any]) -> list[str]:
     return sorted({str(r.get("settings_fingerprint", "-")) for r in report["rows"]})
 
 
+def _protocol_names(report: dict[str, Any]) -> list[str]:
+    """`name vN` of each protocol a report's tables were measured under (`Protocol: name vN:
+    ...` lines); reports written before protocols existed: `vqbench v1`, as their eval.json."""
+    lines = report.get("protocols") or ["Protocol: vqbench v1: "]
+    return sorted({line.removeprefix("Protocol: ").split(":", 1)[0] for line in lines})
+
+
 def render_site(reports: list[dict[str, Any]]) -> dict[str, str]:
     """The site's HTML files by name: `index.html` and `<suite>.html` for each report."""
     env = _environment()
     links = row_links(reports)
     pages = {
         "index.html": env.get_template("index.html").render(
-            reports=reports, fingerprints=_fingerprints, generator=GENERATOR
+            reports=reports,
+            fingerprints=_fingerprints,
+            protocol_names=_protocol_names,
+            generator=GENERATOR,
         )
     }
     for report in reports:
