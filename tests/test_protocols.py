@@ -217,3 +217,15 @@ def test_a_split_too_short_for_the_protocol_stops_training_before_anything_is_wr
     err = [x for x in capsys.readouterr().err.splitlines() if x]
     assert len(err) == 1 and "measures 50,000 val images, the data holds 8" in err[0]
     assert not out.exists()
+
+
+def test_a_protocol_that_resizes_its_own_way_needs_image_folders(monkeypatch):
+    """Checked before anything trains or is evaluated, also where the protocol takes every
+    image of the split: ADM's crop of the embedded crops is refused in one line (they are made
+    at their resolution, not read as files)."""
+    data = parse_run_config(small_config("vanilla", data={"resolution": 32}), "t").data
+    monkeypatch.setattr(protocols, "_PROTOCOLS", dict(protocols._PROTOCOLS))
+    register_protocol(Protocol("adm_all_test", 1, "ADM crop, every image", resize="adm"))
+    with pytest.raises(VQBenchError, match="reads image folders .* not data.kind embedded"):
+        protocols.check_protocol_images(data, "adm_all_test")
+    protocols.check_protocol_images(data, "vqbench")  # the default reads any data

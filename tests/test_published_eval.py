@@ -152,6 +152,9 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path, settings):
         "is not KEY=VALUE": ["--tokenizer", NAME, "--checkpoint", str(ckpt), "--data",
                              "embedded", "--option", "stages"],
         "goes with --tokenizer": ["--checkpoint", str(ckpt)],
+        "measures 50,000 val images": ["--tokenizer", NAME, "--checkpoint", str(ckpt), "--data",
+                                       "embedded", "--resolution", "128", "--protocol",
+                                       "simvq128"],
     }  # fmt: skip
     for message, args in cases.items():
         proc = run_cli(*base, *args)

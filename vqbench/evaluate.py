@@ -43,6 +43,7 @@ from vqbench.models import Autoencoder, check_resolution
 from vqbench.protocols import (
     FolderData,
     Protocol,
+    check_protocol_images,
     get_protocol,
     protocol_dataset,
     protocol_metrics,
@@ -337,8 +338,9 @@ def evaluate_published(
     tokenizer = load_tokenizer(spec).to(world.device)
     protocol = get_protocol(config.eval.protocol)  # its size, where it fixes one
     check_resolution(protocol.resolution or config.data.resolution, tokenizer.downsampling)
+    check_protocol_images(config.data, protocol.name)  # before anything is written
+    results = evaluate_split(tokenizer, config, world)  # the folder is written after it
     run = record(out, config, sha256) if world.is_main else RunDir(out)
-    results = evaluate_split(tokenizer, config, world)
     results.update(
         {
             "checkpoint": checkpoint.name,

@@ -268,12 +268,8 @@ def protocol_dataset(protocol: Protocol, data: Any, split: str = "val", seed: in
     transform = protocol.transform(resolution)
     if transform is None and resolution == data.resolution:
         dataset = build_split(data, train=train, seed=seed)
-    elif data.kind != "imagefolder":
-        raise VQBenchError(
-            f"protocol {protocol.label} reads image folders (data.kind: imagefolder), not "
-            f"data.kind {data.kind}; point data.root and data.val_root at images"
-        )
     else:
+        check_data_kind(protocol, data)
         root, files = (data.root, data.file_list) if train else (data.val_root, data.val_file_list)
         dataset = ImageFolder(root, resolution, train=False, file_list=files, transform=transform)
     if protocol.images is None:
@@ -287,10 +283,23 @@ def protocol_dataset(protocol: Protocol, data: Any, split: str = "val", seed: in
     return dataset if len(dataset) == protocol.images else Subset(dataset, range(protocol.images))
 
 
+def check_data_kind(protocol: Protocol, data: Any) -> None:
+    """A protocol that resizes its own way reads image folders (one line otherwise)."""
+    resolution = protocol.resolution or data.resolution
+    own_way = protocol.transform(resolution) is not None or resolution != data.resolution
+    if own_way and data.kind != "imagefolder":
+        raise VQBenchError(
+            f"protocol {protocol.label} reads image folders (data.kind: imagefolder), not "
+            f"data.kind {data.kind}; point data.root and data.val_root at images"
+        )
+
+
 def check_protocol_images(data: Any, protocol_name: str) -> None:
-    """A protocol of N images finds them in the data's split (one line otherwise): checked
-    before a run trains, so that its evaluation cannot fail on a short split afterwards."""
+    """A protocol of N images finds them in the data's split, and a protocol that resizes
+    its own way finds image folders (one line otherwise): checked before a run trains or a
+    tokenizer is evaluated, so that its evaluation cannot fail on the data afterwards."""
     protocol = get_protocol(protocol_name)
+    check_data_kind(protocol, data)
     if protocol.images is not None:
         protocol_dataset(protocol, data, protocol.split or "val")
 
