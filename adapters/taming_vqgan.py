@@ -31,7 +31,12 @@ import torch
 import yaml
 from pydantic import PositiveInt
 from vqbench_adapters._checkpoints import read_training_checkpoint
-from vqbench_adapters._taming_blocks import TAMING, Codebook, Decoder, Encoder, VQAutoencoder
+from vqbench_adapters._taming_blocks import (
+    CODER_KEYS,
+    Codebook,
+    VQAutoencoder,
+    taming_coders,
+)
 
 from vqbench.errors import VQBenchError
 from vqbench.params import format_validation_error
@@ -152,15 +157,11 @@ def read_config(path: str | Path) -> dict[str, Any]:
 
 
 def build(params: VQModelParams) -> VQAutoencoder:
-    """taming's `VQModel` architecture: level `i` (size `resolution/2^i`) has attention when
-    that size is in `attn_resolutions`."""
+    """taming's `VQModel` architecture."""
     dd = params.ddconfig
-    levels = range(len(dd.ch_mult))
-    attention = {i for i in levels if dd.resolution // 2**i in dd.attn_resolutions}
-    shared = {"ch": dd.ch, "ch_mult": dd.ch_mult, "num_res_blocks": dd.num_res_blocks}
-    shared |= {"attention_levels": attention, "layout": TAMING}
-    encoder = Encoder(**shared, out_channels=dd.z_channels, in_channels=dd.in_channels)
-    decoder = Decoder(**shared, z_channels=dd.z_channels, out_channels=dd.out_ch)
+    encoder, decoder = taming_coders(
+        **dd.model_dump(include=set(CODER_KEYS)), in_channels=dd.in_channels, out_ch=dd.out_ch
+    )
     codebook = Codebook(params.n_embed, params.embed_dim)
     return VQAutoencoder(encoder, decoder, codebook, dd.z_channels)
 
