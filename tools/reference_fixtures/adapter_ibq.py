@@ -23,6 +23,8 @@ from __future__ import annotations
 import torch
 
 from tools.reference_fixtures.common import (
+    SMALL_DDCONFIG,
+    SMALL_IMAGES,
     import_lightning_model,
     lightning_model,
     lightning_outputs,
@@ -41,20 +43,8 @@ FILES = [
     "src/IBQ/modules/vqvae/quantize.py",
     "src/IBQ/modules/ema.py",
 ]
-DDCONFIG = {
-    "double_z": False,
-    "z_channels": 8,
-    "resolution": 16,
-    "in_channels": 3,
-    "out_ch": 3,
-    "ch": 32,
-    "ch_mult": [1, 1],
-    "num_res_blocks": 1,
-    "attn_resolutions": [8],
-    "dropout": 0.0,
-}
+DDCONFIG = SMALL_DDCONFIG | {"attn_resolutions": [8], "dropout": 0.0}
 N_EMBED, EMBED_DIM = 32, 6
-IMAGES = (2, 3, 16, 16)
 #: The adapter's presets and the official configs of the released tokenizers they stand for.
 RELEASED = {
     f"imagenet256_{codes}": f"configs/IBQ/gpu/imagenet_ibqgan_{codes}.yaml"
@@ -97,7 +87,7 @@ def main() -> None:
     require(args.checkout, *FILES, *RELEASED.values())
     (ibqgan,) = import_lightning_model(args.checkout, "src.IBQ.models.ibqgan")
     model, differs = build(ibqgan)
-    x = uniform_images(IMAGES)
+    x = uniform_images(SMALL_IMAGES)
     tensors = {"images": x, **run(model, x)}
     settings = {
         "class": "IBQ",

@@ -25,6 +25,8 @@ from __future__ import annotations
 import torch
 
 from tools.reference_fixtures.common import (
+    SMALL_DDCONFIG,
+    SMALL_IMAGES,
     import_lightning_model,
     lightning_model,
     lightning_outputs,
@@ -43,16 +45,7 @@ FILES = [
     "src/Open_MAGVIT2/modules/vqvae/lookup_free_quantize.py",
     "src/Open_MAGVIT2/modules/ema.py",
 ]
-DDCONFIG = {
-    "double_z": False,
-    "z_channels": 8,
-    "resolution": 16,
-    "in_channels": 3,
-    "out_ch": 3,
-    "ch": 32,
-    "ch_mult": [1, 1],
-    "num_res_blocks": 1,
-}
+DDCONFIG = dict(SMALL_DDCONFIG)
 #: `VQModel`'s arguments besides the loss and `use_ema` (both classes').
 INIT_ARGS = {
     "ddconfig": DDCONFIG,
@@ -62,7 +55,6 @@ INIT_ARGS = {
     "batch_maximization_weight": 1.0,
 }
 FACTORIZED_BITS = [3, 5]
-IMAGES = (2, 3, 16, 16)
 #: The adapter's presets and the official configs of the released tokenizers they stand for.
 RELEASED = {
     "imagenet_128_L": "configs/Open-MAGVIT2/gpu/imagenet_lfqgan_128_L.yaml",
@@ -134,7 +126,7 @@ def main() -> None:
         "src.Open_MAGVIT2.models.lfqgan_pretrain",
     )
     model, differs = build(lfqgan)
-    x = uniform_images(IMAGES)
+    x = uniform_images(SMALL_IMAGES)
     tensors = {"images": x, **run(model, lfq_module, x)}
     pretrain = pretrain_outputs(lfqgan_pretrain, model, x)
     pretrain["indices_pretrain"] = pretrain["indices_pretrain"].reshape(tensors["indices"].shape)

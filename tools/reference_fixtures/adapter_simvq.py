@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 
 from tools.reference_fixtures.common import (
+    SMALL_DDCONFIG,
+    SMALL_IMAGES,
     import_lightning_model,
     lightning_model,
     lightning_outputs,
@@ -48,21 +50,11 @@ FILES = [
     "taming/modules/ema.py",
 ]
 CONFIG = "configs/imagenet_simvq_128_B.yaml"
-DDCONFIG = {
-    "double_z": False,
-    "z_channels": 8,
-    "resolution": 16,
-    "in_channels": 3,
-    "out_ch": 3,
-    "ch": 32,
-    "ch_mult": [1, 1],
-    "num_res_blocks": 1,
-}
+DDCONFIG = dict(SMALL_DDCONFIG)
 QUANTCONFIG = {
     "target": "taming.modules.vqvae.quantize.SimVQ",
     "params": {"n_e": 32, "e_dim": 8, "beta": 0.25, "legacy": False},
 }
-IMAGES = (2, 3, 16, 16)
 
 
 def EMA_DIFFERS(name: str) -> bool:  # noqa: N802 (a constant predicate)
@@ -103,7 +95,7 @@ def main() -> None:
     require(args.checkout, *FILES, CONFIG, "README.md")
     (vq,) = import_lightning_model(args.checkout, "taming.models.vq")
     model, differs = build(vq)
-    x = uniform_images(IMAGES)
+    x = uniform_images(SMALL_IMAGES)
     tensors = {"images": x, **run(model, x)}
     settings = {
         "class": "VQModel",

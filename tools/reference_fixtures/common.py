@@ -216,6 +216,22 @@ def distinct_ema(model: torch.nn.Module, differs, seed: int, scale: float = 0.05
     return changed
 
 
+#: The small `ddconfig` of the Lightning fixtures (`dd` of the official encoder and decoder:
+#: 32 channels, one res block, factor 2, 8 latent channels, 16x16 images).
+SMALL_DDCONFIG = {
+    "double_z": False,
+    "z_channels": 8,
+    "resolution": 16,
+    "in_channels": 3,
+    "out_ch": 3,
+    "ch": 32,
+    "ch_mult": [1, 1],
+    "num_res_blocks": 1,
+}
+#: Their images: two, RGB, 16x16.
+SMALL_IMAGES = (2, 3, 16, 16)
+
+
 def lightning_model(cls, differs, **init_args: Any) -> tuple[torch.nn.Module, list[str]]:
     """The official class built under seed 0 with `init_args`, the stand-in loss and
     `use_ema=True`, its weights perturbed (`randomize`, seed 1), in evaluation mode, its EMA
