@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vqbench.published import PublishedTokenizer
 from vqbench.search import nearest_code
 
 
@@ -194,6 +195,7 @@ class Encoder(nn.Module):
         in_channels: int = 3,
     ) -> None:
         super().__init__()
+        self.downsampling = 2 ** (len(ch_mult) - 1)
         self.conv_in = conv3(in_channels, ch)
         levels, block_in = [], ch
         for i, mult in enumerate(ch_mult):
@@ -339,3 +341,25 @@ class VQAutoencoder(nn.Module):
 
     def decode(self, indices: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.post_quant_conv(self.quantize.lookup(indices)))
+
+
+class VQAutoencoderTokenizer(PublishedTokenizer):
+    """A published tokenizer whose network is a `VQAutoencoder` (`self.model`): one index per
+    latent position, `model.encode` and `model.decode` without gradients."""
+
+    model: VQAutoencoder
+
+    @property
+    def downsampling(self) -> int:
+        return self.model.encoder.downsampling
+
+    def index_sizes(self) -> list[int]:
+        return [self.model.quantize.embedding.num_embeddings]
+
+    @torch.no_grad()
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model.encode(images)
+
+    @torch.no_grad()
+    def decode(self, indices: torch.Tensor) -> torch.Tensor:
+        return self.model.decode(indices)

@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import pydantic
-import torch
 import yaml
 from pydantic import PositiveInt
 from vqbench_adapters._checkpoints import read_training_checkpoint
@@ -35,13 +34,13 @@ from vqbench_adapters._taming_blocks import (
     CODER_KEYS,
     Codebook,
     VQAutoencoder,
+    VQAutoencoderTokenizer,
     taming_coders,
 )
 
 from vqbench.errors import VQBenchError
 from vqbench.params import format_validation_error
 from vqbench.published import (
-    PublishedTokenizer,
     load_exact,
     register_adapter,
     state_dict_of,
@@ -167,7 +166,7 @@ def build(params: VQModelParams) -> VQAutoencoder:
 
 
 @register_adapter("taming_vqgan")
-class TamingVQGAN(PublishedTokenizer):
+class TamingVQGAN(VQAutoencoderTokenizer):
     """A released taming-transformers VQGAN (`VQModel`)."""
 
     source = (
@@ -204,21 +203,6 @@ class TamingVQGAN(PublishedTokenizer):
         state = state_dict_of(loaded, ("state_dict",), file=checkpoint)
         load_exact(tokenizer.model, state, file=checkpoint, ignore=("loss.",))
         return tokenizer
-
-    @property
-    def downsampling(self) -> int:
-        return 2 ** (len(self.params.ddconfig.ch_mult) - 1)
-
-    def index_sizes(self) -> list[int]:
-        return [self.params.n_embed]
-
-    @torch.no_grad()
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model.encode(images)
-
-    @torch.no_grad()
-    def decode(self, indices: torch.Tensor) -> torch.Tensor:
-        return self.model.decode(indices)
 
 
 def _params(config: str | Path | None, preset: str | None) -> tuple[dict[str, Any], str]:
