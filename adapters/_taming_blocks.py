@@ -1,7 +1,10 @@
 """The VQGAN autoencoder of taming-transformers and of LlamaGen's VQ tokenizer, in vqbench's code.
 
-Both codebases build the same network (LlamaGen's `vq_model.py` says it is modified from
-taming's `taming/modules/diffusionmodules/model.py`): a convolutional encoder of resolution
+IBQ's encoder and decoder are taming's too (TencentARC/SEED-Voken
+`src/IBQ/modules/diffusionmodules/model.py` is taming's `model.py` but for line endings), so
+`taming_coders` builds them for the `ibq` adapter. Both codebases build the same network
+(LlamaGen's `vq_model.py` says it is modified from taming's
+`taming/modules/diffusionmodules/model.py`): a convolutional encoder of resolution
 levels (res blocks, self-attention at some levels, a strided convolution between levels), a
 middle of res block, attention, res block, GroupNorm(32 groups, eps 1e-6) and swish before the
 output convolution, and a mirrored decoder with one res block more per level and nearest
@@ -21,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vqbench.published import PublishedTokenizer
 from vqbench.search import nearest_code
 
 
@@ -191,6 +195,7 @@ class Encoder(nn.Module):
         in_channels: int = 3,
     ) -> None:
         super().__init__()
+        self.downsampling = 2 ** (len(ch_mult) - 1)
         self.conv_in = conv3(in_channels, ch)
         levels, block_in = [], ch
         for i, mult in enumerate(ch_mult):
@@ -257,6 +262,32 @@ class Decoder(nn.Module):
         return self.conv_out(F.silu(self.norm_out(h)))
 
 
+#: The `ddconfig` keys that shape taming's encoder and decoder (besides the image channels).
+CODER_KEYS = ("ch", "ch_mult", "num_res_blocks", "attn_resolutions", "resolution", "z_channels")
+
+
+def taming_coders(
+    *,
+    ch: int,
+    ch_mult: Sequence[int],
+    num_res_blocks: int,
+    attn_resolutions: Collection[int],
+    resolution: int,
+    z_channels: int,
+    in_channels: int = 3,
+    out_ch: int = 3,
+) -> tuple[Encoder, Decoder]:
+    """taming's `Encoder(**ddconfig)` and `Decoder(**ddconfig)` (`double_z` off, as `VQModel`
+    configs set it): level `i` (size `resolution / 2^i`) has attention when that size is in
+    `attn_resolutions`."""
+    attention = {i for i in range(len(ch_mult)) if resolution // 2**i in attn_resolutions}
+    shared = {"ch": ch, "ch_mult": ch_mult, "num_res_blocks": num_res_blocks}
+    shared |= {"attention_levels": attention, "layout": TAMING}
+    encoder = Encoder(**shared, out_channels=z_channels, in_channels=in_channels)
+    decoder = Decoder(**shared, z_channels=z_channels, out_channels=out_ch)
+    return encoder, decoder
+
+
 class Codebook(nn.Module):
     """`embedding.weight` (K, d) and the nearest-code search; with `l2_norm`, latents and codes
     are unit vectors before the search and the lookup (LlamaGen's `codebook_l2_norm`).
@@ -310,3 +341,25 @@ class VQAutoencoder(nn.Module):
 
     def decode(self, indices: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.post_quant_conv(self.quantize.lookup(indices)))
+
+
+class VQAutoencoderTokenizer(PublishedTokenizer):
+    """A published tokenizer whose network is a `VQAutoencoder` (`self.model`): one index per
+    latent position, `model.encode` and `model.decode` without gradients."""
+
+    model: VQAutoencoder
+
+    @property
+    def downsampling(self) -> int:
+        return self.model.encoder.downsampling
+
+    def index_sizes(self) -> list[int]:
+        return [self.model.quantize.embedding.num_embeddings]
+
+    @torch.no_grad()
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model.encode(images)
+
+    @torch.no_grad()
+    def decode(self, indices: torch.Tensor) -> torch.Tensor:
+        return self.model.decode(indices)

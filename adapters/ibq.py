@@ -1,8 +1,9 @@
 """IBQ's image tokenizer (TencentARC/SEED-Voken, `src/IBQ/models/ibqgan.py`, class `IBQ`).
 
-The VQGAN encoder and decoder (`_ibq_blocks`) around `quant_conv` / `post_quant_conv` and index
-backpropagation quantization (Shi et al. 2024, Eq. 2-3): the index of a token is the argmax over
-the codebook of `softmax(<z, e_n>)` (dot products, not distances), its code the codebook row.
+Taming's VQGAN encoder and decoder (`_taming_blocks.taming_coders`: IBQ's `model.py` is
+taming's) around `quant_conv` / `post_quant_conv` and index backpropagation quantization (Shi
+et al. 2024, Eq. 2-3): the index of a token is the argmax over the codebook of
+`softmax(<z, e_n>)` (dot products, not distances), its code the codebook row.
 Released checkpoints are Lightning `.ckpt` files; their evaluation uses the EMA weights
 (`use_ema: True` in the configs), as `use_ema` does here by default.
 
@@ -23,10 +24,8 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 from torch import nn
-from vqbench_adapters._ibq_blocks import Decoder, Encoder
 from vqbench_adapters._lightning_ema import EMACheckpointTokenizer, ddconfig_value, model_value
-
-BLOCK_KEYS = ("ch", "ch_mult", "num_res_blocks", "attn_resolutions", "resolution", "z_channels")
+from vqbench_adapters._taming_blocks import CODER_KEYS, taming_coders
 
 
 def _preset(codes: int) -> dict[str, Any]:
@@ -65,8 +64,7 @@ class IBQ(EMACheckpointTokenizer):
         self, *, blocks: dict[str, Any], codebook_size: int, dim: int, resolution: int = 256
     ) -> None:
         super().__init__()
-        self.encoder = Encoder(**blocks)
-        self.decoder = Decoder(**blocks)
+        self.encoder, self.decoder = taming_coders(**blocks)
         self.quantize = nn.Module()
         self.quantize.embedding = nn.Embedding(codebook_size, dim)
         self.quant_conv = nn.Conv2d(blocks["z_channels"], dim, 1)
@@ -76,8 +74,7 @@ class IBQ(EMACheckpointTokenizer):
 
     @classmethod
     def from_args(cls, args: dict[str, Any], source: str) -> IBQ:
-        blocks = {key: ddconfig_value(args, key, source) for key in BLOCK_KEYS}
-        blocks["dropout"] = args["ddconfig"].get("dropout", 0.0)
+        blocks = {key: ddconfig_value(args, key, source) for key in CODER_KEYS}
         return cls(
             blocks=blocks,
             codebook_size=model_value(args, "n_embed", source),

@@ -27,15 +27,20 @@ from pathlib import Path
 from typing import Any
 
 import pydantic
-import torch
 from pydantic import PositiveInt
 from vqbench_adapters._checkpoints import read_training_checkpoint
-from vqbench_adapters._taming_blocks import LLAMAGEN, Codebook, Decoder, Encoder, VQAutoencoder
+from vqbench_adapters._taming_blocks import (
+    LLAMAGEN,
+    Codebook,
+    Decoder,
+    Encoder,
+    VQAutoencoder,
+    VQAutoencoderTokenizer,
+)
 
 from vqbench.errors import VQBenchError
 from vqbench.params import PluginParams, validate_params
 from vqbench.published import (
-    PublishedTokenizer,
     load_exact,
     register_adapter,
     state_dict_of,
@@ -108,7 +113,7 @@ def architecture(preset: str | None, overrides: dict[str, Any]) -> Architecture:
 
 
 @register_adapter("llamagen_vq16")
-class LlamaGenVQ(PublishedTokenizer):
+class LlamaGenVQ(VQAutoencoderTokenizer):
     """A released LlamaGen VQ tokenizer (`VQ_16`, or `VQ_8` with its preset)."""
 
     source = (
@@ -146,18 +151,3 @@ class LlamaGenVQ(PublishedTokenizer):
         tokenizer = cls(arch, usage_buffer="quantize.codebook_used" in state)
         load_exact(tokenizer.model, state, file=checkpoint)
         return tokenizer
-
-    @property
-    def downsampling(self) -> int:
-        return 2 ** (len(self.arch.encoder_ch_mult) - 1)
-
-    def index_sizes(self) -> list[int]:
-        return [self.arch.codebook_size]
-
-    @torch.no_grad()
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model.encode(images)
-
-    @torch.no_grad()
-    def decode(self, indices: torch.Tensor) -> torch.Tensor:
-        return self.model.decode(indices)

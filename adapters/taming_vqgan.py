@@ -27,16 +27,20 @@ from pathlib import Path
 from typing import Any
 
 import pydantic
-import torch
 import yaml
 from pydantic import PositiveInt
 from vqbench_adapters._checkpoints import read_training_checkpoint
-from vqbench_adapters._taming_blocks import TAMING, Codebook, Decoder, Encoder, VQAutoencoder
+from vqbench_adapters._taming_blocks import (
+    CODER_KEYS,
+    Codebook,
+    VQAutoencoder,
+    VQAutoencoderTokenizer,
+    taming_coders,
+)
 
 from vqbench.errors import VQBenchError
 from vqbench.params import format_validation_error
 from vqbench.published import (
-    PublishedTokenizer,
     load_exact,
     register_adapter,
     state_dict_of,
@@ -152,21 +156,17 @@ def read_config(path: str | Path) -> dict[str, Any]:
 
 
 def build(params: VQModelParams) -> VQAutoencoder:
-    """taming's `VQModel` architecture: level `i` (size `resolution/2^i`) has attention when
-    that size is in `attn_resolutions`."""
+    """taming's `VQModel` architecture."""
     dd = params.ddconfig
-    levels = range(len(dd.ch_mult))
-    attention = {i for i in levels if dd.resolution // 2**i in dd.attn_resolutions}
-    shared = {"ch": dd.ch, "ch_mult": dd.ch_mult, "num_res_blocks": dd.num_res_blocks}
-    shared |= {"attention_levels": attention, "layout": TAMING}
-    encoder = Encoder(**shared, out_channels=dd.z_channels, in_channels=dd.in_channels)
-    decoder = Decoder(**shared, z_channels=dd.z_channels, out_channels=dd.out_ch)
+    encoder, decoder = taming_coders(
+        **dd.model_dump(include=set(CODER_KEYS)), in_channels=dd.in_channels, out_ch=dd.out_ch
+    )
     codebook = Codebook(params.n_embed, params.embed_dim)
     return VQAutoencoder(encoder, decoder, codebook, dd.z_channels)
 
 
 @register_adapter("taming_vqgan")
-class TamingVQGAN(PublishedTokenizer):
+class TamingVQGAN(VQAutoencoderTokenizer):
     """A released taming-transformers VQGAN (`VQModel`)."""
 
     source = (
@@ -203,21 +203,6 @@ class TamingVQGAN(PublishedTokenizer):
         state = state_dict_of(loaded, ("state_dict",), file=checkpoint)
         load_exact(tokenizer.model, state, file=checkpoint, ignore=("loss.",))
         return tokenizer
-
-    @property
-    def downsampling(self) -> int:
-        return 2 ** (len(self.params.ddconfig.ch_mult) - 1)
-
-    def index_sizes(self) -> list[int]:
-        return [self.params.n_embed]
-
-    @torch.no_grad()
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model.encode(images)
-
-    @torch.no_grad()
-    def decode(self, indices: torch.Tensor) -> torch.Tensor:
-        return self.model.decode(indices)
 
 
 def _params(config: str | Path | None, preset: str | None) -> tuple[dict[str, Any], str]:

@@ -33,6 +33,50 @@ def official_config(fixture: Fixture, folder: Path, **init_args) -> Path:
     return file
 
 
+def lightning_config(fixture: Fixture, folder: Path, keys: tuple[str, ...], **more) -> Path:
+    """`official_config` whose `init_args` are the fixture's settings `keys`, then `more`."""
+    args = {key: fixture.settings[key] for key in keys}
+    return official_config(fixture, folder, **(args | more))
+
+
+def check_official_model(tokenizer, fixture: Fixture, latents, index_sizes: list[int]) -> None:
+    """With the EMA weights (the official evaluation's): `latents` (the adapter's, before
+    quantisation) within `TOL`, `check_outputs`, `check_shapes`, and the fixture's small model
+    (factor 2, 16x16 images)."""
+    assert_close(latents, fixture["latents"], "latents", **TOL)
+    check_outputs(tokenizer, fixture)
+    check_shapes(tokenizer, fixture, index_sizes)
+    assert tokenizer.downsampling == 2 and tokenizer.resolution == 16
+
+
+def check_training_weights(tokenizer, fixture: Fixture) -> None:
+    """Loaded with `use_ema=False`: the official outputs of the training weights, which differ
+    from the EMA weights'."""
+    check_outputs(tokenizer, fixture, suffix="_raw")
+    assert not torch.equal(fixture["indices_raw"], fixture["indices"])  # EMA makes a difference
+
+
+def check_one_line_errors(name: str, file: Path, cases) -> None:
+    """Each `(options, pattern)` in `cases`: loading `file` with `options` fails with one line
+    matching `pattern`."""
+    for options, pattern in cases:
+        with pytest.raises(VQBenchError, match=pattern) as err:
+            load_published(name, file, **options)
+        assert "\n" not in str(err.value)
+
+
+def check_vq_outputs(tokenizer, fixture: Fixture) -> None:
+    """A `_taming_blocks.VQAutoencoder` adapter: its latents, the decoding of the official
+    indices and the reconstruction within `TOL`, the indices exactly."""
+    images = fixture["images"]
+    assert_close(tokenizer.model.latents(images), fixture["latents"], "latents", **TOL)
+    indices = tokenizer.encode(images)
+    assert indices.dtype == torch.int64
+    assert torch.equal(indices, fixture["indices"]), "indices"
+    assert_close(tokenizer.decode(fixture["indices"]), fixture["decoded"], "decode(indices)", **TOL)
+    assert_close(tokenizer.reconstruct(images), fixture["reconstruction"], "model(x)", **TOL)
+
+
 def check_outputs(tokenizer, fixture: Fixture, suffix: str = "") -> None:
     """Indices exactly, the evaluation path's reconstruction and the decoding of the indices
     within `TOL` of the official model's."""
@@ -53,6 +97,7 @@ def check_shapes(tokenizer, fixture: Fixture, index_sizes: list[int]) -> None:
     assert tuple(indices.shape[:3]) == (b, h // f, w // f)
     assert int(indices.min()) >= 0 and int(indices.max()) < index_sizes[0]
     assert tokenizer.decode(indices).shape == fixture["images"].shape
+    assert not tokenizer.training and not any(p.requires_grad for p in tokenizer.parameters())
 
 
 def damaged_copy(fixture: Fixture, folder: Path, edit) -> Path:

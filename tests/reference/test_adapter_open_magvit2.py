@@ -15,19 +15,19 @@ from vqbench_adapters.open_magvit2 import PRESETS, OpenMAGVIT2
 
 from tests.reference.fixtures import assert_close, load_fixture
 from tests.reference.published_checks import (
+    TOL,
     check_bad_checkpoints,
-    check_outputs,
+    check_official_model,
+    check_one_line_errors,
     check_preset_architectures,
     check_presets,
-    check_shapes,
+    check_training_weights,
     checkpoint,
-    official_config,
+    lightning_config,
 )
-from vqbench.errors import VQBenchError
 from vqbench.published import load_published
 
 ADAPTERS = ("open_magvit2",)
-TOL = {"rtol": 1e-5, "atol": 1e-5}
 
 
 @pytest.fixture(scope="module")
@@ -36,33 +36,27 @@ def fixture():
 
 
 def config(fixture, folder, **more):
-    s = fixture.settings
-    args = {"n_embed": s["n_embed"], "embed_dim": s["embed_dim"], "use_ema": s["use_ema"]}
-    return official_config(fixture, folder, **(args | more))
+    return lightning_config(fixture, folder, ("n_embed", "embed_dim", "use_ema"), **more)
+
+
+def load(fixture, folder, **options):
+    file = checkpoint(fixture)
+    return load_published("open_magvit2", file, config=config(fixture, folder), **options)
 
 
 def test_the_official_indices_and_reconstructions(fixture, tmp_path) -> None:
-    tokenizer = load_published(
-        "open_magvit2", checkpoint(fixture), config=config(fixture, tmp_path)
-    )
-    assert_close(tokenizer.encoder(fixture["images"]), fixture["latents"], "latents", **TOL)
-    check_outputs(tokenizer, fixture)
-    check_shapes(tokenizer, fixture, [2 ** fixture.settings["embed_dim"]])
-    assert tokenizer.downsampling == 2 and tokenizer.resolution == 16
+    tokenizer = load(fixture, tmp_path)
+    index_sizes = [2 ** fixture.settings["embed_dim"]]
+    check_official_model(tokenizer, fixture, tokenizer.encoder(fixture["images"]), index_sizes)
 
 
 def test_the_training_weights_without_ema(fixture, tmp_path) -> None:
-    file = config(fixture, tmp_path)
-    tokenizer = load_published("open_magvit2", checkpoint(fixture), config=file, use_ema=False)
-    check_outputs(tokenizer, fixture, suffix="_raw")
-    assert not torch.equal(fixture["indices_raw"], fixture["indices"])  # EMA makes a difference
+    check_training_weights(load(fixture, tmp_path, use_ema=False), fixture)
 
 
 def test_the_pretraining_class_loads_the_same_way(fixture, tmp_path) -> None:
     """`lfqgan_pretrain.py`'s `VQModel` (the `pretrain_*` tokenizers) on the same state dict."""
-    tokenizer = load_published(
-        "open_magvit2", checkpoint(fixture), config=config(fixture, tmp_path)
-    )
+    tokenizer = load(fixture, tmp_path)
     assert torch.equal(tokenizer.encode(fixture["images"]), fixture["indices_pretrain"])
     recon = tokenizer.reconstruct(fixture["images"])
     assert_close(recon, fixture["reconstruction_pretrain"], "pretrain recon", **TOL)
@@ -91,16 +85,13 @@ def test_a_checkpoint_that_does_not_fit_is_one_line(fixture, tmp_path) -> None:
 
 
 def test_bad_options_are_one_line(fixture, tmp_path) -> None:
-    file = checkpoint(fixture)
-    for options, pattern in (
+    cases = [
         ({"preset": "imagenet_512"}, "unknown preset 'imagenet_512'; pick one of"),
         ({"config": tmp_path / "absent.yaml"}, "does not exist"),
         ({"colour": 1}, "unknown option 'colour' for open_magvit2"),
         ({"config": config(fixture, tmp_path, embed_dim=4)}, "LFQ needs embed_dim"),
-    ):
-        with pytest.raises(VQBenchError, match=pattern) as err:
-            load_published("open_magvit2", file, **options)
-        assert "\n" not in str(err.value)
+    ]
+    check_one_line_errors("open_magvit2", checkpoint(fixture), cases)
 
 
 def test_presets_are_the_released_configs(fixture) -> None:

@@ -23,14 +23,16 @@ from __future__ import annotations
 import torch
 
 from tools.reference_fixtures.common import (
-    distinct_ema,
+    SMALL_DDCONFIG,
+    SMALL_IMAGES,
     import_lightning_model,
+    lightning_model,
+    lightning_outputs,
     parse_args,
-    randomize,
     released_configs,
     require,
-    save_lightning_checkpoint,
-    write_fixture,
+    uniform_images,
+    write_lightning_fixture,
 )
 
 REPOSITORY = "TencentARC/SEED-Voken"
@@ -41,20 +43,8 @@ FILES = [
     "src/IBQ/modules/vqvae/quantize.py",
     "src/IBQ/modules/ema.py",
 ]
-DDCONFIG = {
-    "double_z": False,
-    "z_channels": 8,
-    "resolution": 16,
-    "in_channels": 3,
-    "out_ch": 3,
-    "ch": 32,
-    "ch_mult": [1, 1],
-    "num_res_blocks": 1,
-    "attn_resolutions": [8],
-    "dropout": 0.0,
-}
+DDCONFIG = SMALL_DDCONFIG | {"attn_resolutions": [8], "dropout": 0.0}
 N_EMBED, EMBED_DIM = 32, 6
-IMAGES = (2, 3, 16, 16)
 #: The adapter's presets and the official configs of the released tokenizers they stand for.
 RELEASED = {
     f"imagenet256_{codes}": f"configs/IBQ/gpu/imagenet_ibqgan_{codes}.yaml"
@@ -71,50 +61,33 @@ def EMA_DIFFERS(name: str) -> bool:  # noqa: N802 (a constant predicate)
 
 
 def build(ibqgan):
-    torch.manual_seed(0)
-    model = ibqgan.IBQ(
-        ddconfig=DDCONFIG,
-        lossconfig={"target": "loss"},
-        n_embed=N_EMBED,
-        embed_dim=EMBED_DIM,
+    return lightning_model(
+        ibqgan.IBQ, EMA_DIFFERS, ddconfig=DDCONFIG, n_embed=N_EMBED, embed_dim=EMBED_DIM,
         use_entropy_loss=True,
-        use_ema=True,
-    )
-    randomize(model, seed=1)
-    return model.eval()
+    )  # fmt: skip
 
 
-def images() -> torch.Tensor:
-    generator = torch.Generator().manual_seed(2)
-    return torch.rand(IMAGES, generator=generator) * 2 - 1
-
-
-@torch.no_grad()
-def run(model, x: torch.Tensor) -> dict[str, torch.Tensor]:
-    b, _, h, w = x.shape
-    f = 2 ** (len(DDCONFIG["ch_mult"]) - 1)
-    shape = (b, h // f, w // f)
-    out = {}
+def encode(model, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     quant, _, (_, _, indices) = model.encode(x)
-    out["indices_raw"] = indices.reshape(shape)
-    out["reconstruction_raw"] = model.decode(quant)
-    with model.ema_scope():
-        out["latents"] = model.quant_conv(model.encoder(x))
-        quant, _, (_, _, indices) = model.encode(x)
-        out["indices"] = indices.reshape(shape)
-        out["reconstruction"] = model.decode(quant)
-        entry = model.quantize.get_codebook_entry(indices.flatten(), (*shape, EMBED_DIM))
-        out["decoded"] = model.decode(entry)
-    return out
+    return quant, indices
+
+
+def run(model, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    return lightning_outputs(
+        model, x, 2 ** (len(DDCONFIG["ch_mult"]) - 1), encode=encode,
+        latents=lambda model, x: model.quant_conv(model.encoder(x)),
+        codes=lambda model, indices, shape: model.quantize.get_codebook_entry(
+            indices.flatten(), (*shape, EMBED_DIM)
+        ),
+    )  # fmt: skip
 
 
 def main() -> None:
     args = parse_args(__doc__.splitlines()[0], REPOSITORY)
     require(args.checkout, *FILES, *RELEASED.values())
     (ibqgan,) = import_lightning_model(args.checkout, "src.IBQ.models.ibqgan")
-    model = build(ibqgan)
-    differs = distinct_ema(model, EMA_DIFFERS, seed=3)
-    x = images()
+    model, differs = build(ibqgan)
+    x = uniform_images(SMALL_IMAGES)
     tensors = {"images": x, **run(model, x)}
     settings = {
         "class": "IBQ",
@@ -126,11 +99,10 @@ def main() -> None:
         "ema_differs": differs,
         "released": released_configs(args.checkout, RELEASED),
     }
-    write_fixture(
-        NAME, tensors, repository=REPOSITORY, checkout=args.checkout, files=FILES,
+    write_lightning_fixture(
+        model, NAME, tensors, repository=REPOSITORY, checkout=args.checkout, files=FILES,
         settings=settings, out=args.out,
     )  # fmt: skip
-    save_lightning_checkpoint(model, args.out / f"{NAME}.ckpt")
 
 
 if __name__ == "__main__":

@@ -29,7 +29,14 @@ import functools
 
 import torch
 
-from tools.reference_fixtures.common import load_module, parse_args, require, write_fixture
+from tools.reference_fixtures.common import (
+    half,
+    load_module,
+    parse_args,
+    require,
+    smooth_images,
+    write_fixture,
+)
 
 REPOSITORY = "FoundationVision/LlamaGen"
 FILE = "tokenizer/tokenizer_image/vq_model.py"
@@ -45,10 +52,6 @@ MODEL_ARGS = {
     "z_channels": 16,
 }
 WIDTH = {"ch": 32, "num_res_blocks": 1}
-
-
-def half(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
 
 
 def build(ref) -> torch.nn.Module:
@@ -80,14 +83,6 @@ def released_shapes(ref) -> dict[str, dict[str, list[int]]]:
             state = build_model().state_dict()
         shapes[name] = {k: list(v.shape) for k, v in state.items()}
     return shapes
-
-
-def images(seed: int = 0) -> torch.Tensor:
-    """Smooth random images in [-1, 1]: noise at a quarter of the resolution, upsampled."""
-    generator = torch.Generator().manual_seed(seed)
-    coarse = torch.rand(BATCH, 3, RESOLUTION // 4, RESOLUTION // 4, generator=generator)
-    smooth = torch.nn.functional.interpolate(coarse, size=RESOLUTION, mode="bilinear")
-    return (smooth * 2 - 1).clamp(-1, 1)
 
 
 @torch.no_grad()
@@ -126,7 +121,7 @@ def main() -> None:
     require(args.checkout, FILE)
     ref = load_module(args.checkout, FILE, "reference_llamagen_vq_model")
     model = build(ref)
-    tensors = run(model, images())
+    tensors = run(model, smooth_images(BATCH, RESOLUTION))
     settings = {"class": "VQModel", "model_args": MODEL_ARGS, "encoder_decoder": WIDTH}
     settings["released_shapes"] = released_shapes(ref)
     write_fixture(

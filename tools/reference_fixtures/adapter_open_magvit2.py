@@ -25,14 +25,16 @@ from __future__ import annotations
 import torch
 
 from tools.reference_fixtures.common import (
-    distinct_ema,
+    SMALL_DDCONFIG,
+    SMALL_IMAGES,
     import_lightning_model,
+    lightning_model,
+    lightning_outputs,
     parse_args,
-    randomize,
     released_configs,
     require,
-    save_lightning_checkpoint,
-    write_fixture,
+    uniform_images,
+    write_lightning_fixture,
 )
 
 REPOSITORY = "TencentARC/SEED-Voken"
@@ -43,18 +45,16 @@ FILES = [
     "src/Open_MAGVIT2/modules/vqvae/lookup_free_quantize.py",
     "src/Open_MAGVIT2/modules/ema.py",
 ]
-DDCONFIG = {
-    "double_z": False,
-    "z_channels": 8,
-    "resolution": 16,
-    "in_channels": 3,
-    "out_ch": 3,
-    "ch": 32,
-    "ch_mult": [1, 1],
-    "num_res_blocks": 1,
+DDCONFIG = dict(SMALL_DDCONFIG)
+#: `VQModel`'s arguments besides the loss and `use_ema` (both classes').
+INIT_ARGS = {
+    "ddconfig": DDCONFIG,
+    "n_embed": 2 ** DDCONFIG["z_channels"],
+    "embed_dim": DDCONFIG["z_channels"],
+    "sample_minimization_weight": 1.0,
+    "batch_maximization_weight": 1.0,
 }
 FACTORIZED_BITS = [3, 5]
-IMAGES = (2, 3, 16, 16)
 #: The adapter's presets and the official configs of the released tokenizers they stand for.
 RELEASED = {
     "imagenet_128_L": "configs/Open-MAGVIT2/gpu/imagenet_lfqgan_128_L.yaml",
@@ -70,62 +70,41 @@ def EMA_DIFFERS(name: str) -> bool:  # noqa: N802 (a constant predicate)
 
 
 def build(lfqgan):
-    torch.manual_seed(0)
-    model = lfqgan.VQModel(
-        ddconfig=DDCONFIG,
-        lossconfig={"target": "loss"},
-        n_embed=2 ** DDCONFIG["z_channels"],
-        embed_dim=DDCONFIG["z_channels"],
-        sample_minimization_weight=1.0,
-        batch_maximization_weight=1.0,
-        use_ema=True,
-    )
-    randomize(model, seed=1)
-    return model.eval()
+    return lightning_model(lfqgan.VQModel, EMA_DIFFERS, **INIT_ARGS)
 
 
 def pretrain_outputs(lfqgan_pretrain, model, x: torch.Tensor) -> dict[str, torch.Tensor]:
     """The pre-training `VQModel` (`lfqgan_pretrain.py`, the `pretrain_*` tokenizers) loads the
     same state dict strictly; its evaluation path's indices and reconstruction."""
     torch.manual_seed(0)
-    pretrain = lfqgan_pretrain.VQModel(
-        ddconfig=DDCONFIG,
-        lossconfig={"target": "loss"},
-        n_embed=2 ** DDCONFIG["z_channels"],
-        embed_dim=DDCONFIG["z_channels"],
-        sample_minimization_weight=1.0,
-        batch_maximization_weight=1.0,
-        use_ema=True,
-    ).eval()
+    pretrain = lfqgan_pretrain.VQModel(**INIT_ARGS, lossconfig={"target": "loss"}, use_ema=True)
+    pretrain = pretrain.eval()
     torch.nn.Module.load_state_dict(pretrain, model.state_dict(), strict=True)
     with torch.no_grad(), pretrain.ema_scope():
         quant, _, indices, _ = pretrain.encode(x)
         return {"indices_pretrain": indices, "reconstruction_pretrain": pretrain.decode(quant)}
 
 
-def images() -> torch.Tensor:
-    generator = torch.Generator().manual_seed(2)
-    return torch.rand(IMAGES, generator=generator) * 2 - 1
+def encode(model, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    quant, _, indices, _ = model.encode(x)
+    return quant, indices
+
+
+def codes(model, indices: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """`get_codebook_entry` of the indices, as the official decoding of indices."""
+    b, h, w = shape
+    return model.quantize.get_codebook_entry(
+        indices.reshape(b, -1), (b, h, w, DDCONFIG["z_channels"]), None
+    )
 
 
 @torch.no_grad()
 def run(model, lfq_module, x: torch.Tensor) -> dict[str, torch.Tensor]:
-    b, _, h, w = x.shape
-    f = 2 ** (len(DDCONFIG["ch_mult"]) - 1)
-    shape = (b, h // f, w // f)
-    out = {}
-    quant, _, indices, _ = model.encode(x)
-    out["indices_raw"] = indices.reshape(shape)
-    out["reconstruction_raw"] = model.decode(quant)
-    with model.ema_scope():
-        out["latents"] = model.encoder(x)
-        quant, _, indices, _ = model.encode(x)
-        out["indices"] = indices.reshape(shape)
-        out["reconstruction"] = model.decode(quant)
-        entry = model.quantize.get_codebook_entry(
-            indices.reshape(b, -1), (b, *shape[1:], DDCONFIG["z_channels"]), None
-        )
-        out["decoded"] = model.decode(entry)
+    factor = 2 ** (len(DDCONFIG["ch_mult"]) - 1)
+    out = lightning_outputs(
+        model, x, factor, encode=encode, latents=lambda model, x: model.encoder(x), codes=codes
+    )
+    shape = out["indices"].shape
     factorized = lfq_module.LFQ(
         dim=DDCONFIG["z_channels"],
         codebook_size=2 ** DDCONFIG["z_channels"],
@@ -146,9 +125,8 @@ def main() -> None:
         "src.Open_MAGVIT2.modules.vqvae.lookup_free_quantize",
         "src.Open_MAGVIT2.models.lfqgan_pretrain",
     )
-    model = build(lfqgan)
-    differs = distinct_ema(model, EMA_DIFFERS, seed=3)
-    x = images()
+    model, differs = build(lfqgan)
+    x = uniform_images(SMALL_IMAGES)
     tensors = {"images": x, **run(model, lfq_module, x)}
     pretrain = pretrain_outputs(lfqgan_pretrain, model, x)
     pretrain["indices_pretrain"] = pretrain["indices_pretrain"].reshape(tensors["indices"].shape)
@@ -156,19 +134,18 @@ def main() -> None:
     settings = {
         "class": "VQModel",
         "ddconfig": DDCONFIG,
-        "n_embed": 2 ** DDCONFIG["z_channels"],
-        "embed_dim": DDCONFIG["z_channels"],
+        "n_embed": INIT_ARGS["n_embed"],
+        "embed_dim": INIT_ARGS["embed_dim"],
         "use_ema": True,
         "factorized_bits": FACTORIZED_BITS,
         "checkpoint": f"{NAME}.ckpt",
         "ema_differs": differs,
         "released": released_configs(args.checkout, RELEASED),
     }
-    write_fixture(
-        NAME, tensors, repository=REPOSITORY, checkout=args.checkout, files=[*FILES, PRETRAIN],
-        settings=settings, out=args.out,
+    write_lightning_fixture(
+        model, NAME, tensors, repository=REPOSITORY, checkout=args.checkout,
+        files=[*FILES, PRETRAIN], settings=settings, out=args.out,
     )  # fmt: skip
-    save_lightning_checkpoint(model, args.out / f"{NAME}.ckpt")
 
 
 if __name__ == "__main__":

@@ -29,14 +29,16 @@ import torch
 import torch.nn.functional as F
 
 from tools.reference_fixtures.common import (
-    distinct_ema,
+    SMALL_DDCONFIG,
+    SMALL_IMAGES,
     import_lightning_model,
+    lightning_model,
+    lightning_outputs,
     parse_args,
-    randomize,
     released_configs,
     require,
-    save_lightning_checkpoint,
-    write_fixture,
+    uniform_images,
+    write_lightning_fixture,
 )
 
 REPOSITORY = "youngsheen/SimVQ"
@@ -48,21 +50,11 @@ FILES = [
     "taming/modules/ema.py",
 ]
 CONFIG = "configs/imagenet_simvq_128_B.yaml"
-DDCONFIG = {
-    "double_z": False,
-    "z_channels": 8,
-    "resolution": 16,
-    "in_channels": 3,
-    "out_ch": 3,
-    "ch": 32,
-    "ch_mult": [1, 1],
-    "num_res_blocks": 1,
-}
+DDCONFIG = dict(SMALL_DDCONFIG)
 QUANTCONFIG = {
     "target": "taming.modules.vqvae.quantize.SimVQ",
     "params": {"n_e": 32, "e_dim": 8, "beta": 0.25, "legacy": False},
 }
-IMAGES = (2, 3, 16, 16)
 
 
 def EMA_DIFFERS(name: str) -> bool:  # noqa: N802 (a constant predicate)
@@ -70,37 +62,25 @@ def EMA_DIFFERS(name: str) -> bool:  # noqa: N802 (a constant predicate)
 
 
 def build(vq):
-    torch.manual_seed(0)
-    model = vq.VQModel(
-        ddconfig=DDCONFIG, lossconfig={"target": "loss"}, quantconfig=QUANTCONFIG, use_ema=True
-    )
-    randomize(model, seed=1)
-    return model.eval()
+    return lightning_model(vq.VQModel, EMA_DIFFERS, ddconfig=DDCONFIG, quantconfig=QUANTCONFIG)
 
 
-def images() -> torch.Tensor:
-    generator = torch.Generator().manual_seed(2)
-    return torch.rand(IMAGES, generator=generator) * 2 - 1
-
-
-@torch.no_grad()
-def run(model, x: torch.Tensor) -> dict[str, torch.Tensor]:
-    b, _, h, w = x.shape
-    f = 2 ** (len(DDCONFIG["ch_mult"]) - 1)
-    shape = (b, h // f, w // f)
-    out = {}
+def encode(model, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     quant, _, indices, _ = model.encode(x)
-    out["indices_raw"] = indices.reshape(shape)
-    out["reconstruction_raw"] = model.decode(quant)
-    with model.ema_scope():
-        out["latents"] = model.encoder(x)
-        quant, _, indices, _ = model.encode(x)
-        out["indices"] = indices.reshape(shape)
-        out["reconstruction"] = model.decode(quant)
-        codebook = model.quantize.embedding_proj(model.quantize.embedding.weight)
-        codes = F.embedding(indices.reshape(shape), codebook)
-        out["decoded"] = model.decode(codes.permute(0, 3, 1, 2).contiguous())
-    return out
+    return quant, indices
+
+
+def codes(model, indices: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """The codes of `indices` in the codebook the forward quantizes to."""
+    codebook = model.quantize.embedding_proj(model.quantize.embedding.weight)
+    return F.embedding(indices.reshape(shape), codebook).permute(0, 3, 1, 2).contiguous()
+
+
+def run(model, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    factor = 2 ** (len(DDCONFIG["ch_mult"]) - 1)
+    return lightning_outputs(
+        model, x, factor, encode=encode, latents=lambda model, x: model.encoder(x), codes=codes
+    )
 
 
 def releases(checkout) -> dict[str, int]:
@@ -114,9 +94,8 @@ def main() -> None:
     args = parse_args(__doc__.splitlines()[0], REPOSITORY)
     require(args.checkout, *FILES, CONFIG, "README.md")
     (vq,) = import_lightning_model(args.checkout, "taming.models.vq")
-    model = build(vq)
-    differs = distinct_ema(model, EMA_DIFFERS, seed=3)
-    x = images()
+    model, differs = build(vq)
+    x = uniform_images(SMALL_IMAGES)
     tensors = {"images": x, **run(model, x)}
     settings = {
         "class": "VQModel",
@@ -128,11 +107,10 @@ def main() -> None:
         "released": released_configs(args.checkout, {"repository": CONFIG})["repository"],
         "released_codebook_sizes": releases(args.checkout),
     }
-    write_fixture(
-        NAME, tensors, repository=REPOSITORY, checkout=args.checkout, files=FILES,
+    write_lightning_fixture(
+        model, NAME, tensors, repository=REPOSITORY, checkout=args.checkout, files=FILES,
         settings=settings, out=args.out,
     )  # fmt: skip
-    save_lightning_checkpoint(model, args.out / f"{NAME}.ckpt")
 
 
 if __name__ == "__main__":

@@ -37,7 +37,13 @@ import types
 import torch
 import yaml
 
-from tools.reference_fixtures.common import parse_args, require, write_fixture
+from tools.reference_fixtures.common import (
+    half,
+    parse_args,
+    require,
+    smooth_images,
+    write_fixture,
+)
 
 REPOSITORY = "CompVis/taming-transformers"
 FILES = [
@@ -97,12 +103,6 @@ def randomise_norms(model: torch.nn.Module) -> None:
                 module.bias.copy_(0.1 * torch.randn_like(module.bias))
 
 
-def half(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Floating tensors as float16, which keeps the checkpoint small; the official model runs
-    (in float32) with exactly these values, and loading casts them back."""
-    return {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
-
-
 def imagenet_shapes(checkout, vq_model) -> dict[str, object]:
     """`model.params` of the repository's `configs/imagenet_vqgan.yaml` (the f16 ImageNet
     architecture of the released models) and the shape of every weight of that `VQModel`."""
@@ -113,14 +113,6 @@ def imagenet_shapes(checkout, vq_model) -> dict[str, object]:
         model = vq_model(**params)
     shapes = {k: list(v.shape) for k, v in model.state_dict().items() if not k.startswith("loss.")}
     return {"params": {k: v for k, v in params.items() if k != "lossconfig"}, "shapes": shapes}
-
-
-def images(seed: int = 0) -> torch.Tensor:
-    """Smooth random images in [-1, 1]: noise at a quarter of the resolution, upsampled."""
-    generator = torch.Generator().manual_seed(seed)
-    coarse = torch.rand(BATCH, 3, RESOLUTION // 4, RESOLUTION // 4, generator=generator)
-    smooth = torch.nn.functional.interpolate(coarse, size=RESOLUTION, mode="bilinear")
-    return (smooth * 2 - 1).clamp(-1, 1)
 
 
 @torch.no_grad()
@@ -150,7 +142,7 @@ def main() -> None:
     model = VQModel(**PARAMS, sane_index_shape=True).eval()
     randomise_norms(model)
     model.load_state_dict(half(model.state_dict()))  # the weights the file will hold
-    tensors = run(model, images())
+    tensors = run(model, smooth_images(BATCH, RESOLUTION))
     write_fixture(
         NAME,
         tensors,

@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import torch
 from safetensors.torch import save_file
@@ -126,6 +126,27 @@ def write_fixture(
     return out / f"{name}.json"
 
 
+# ---- published tokenizers -------------------------------------------------------------------
+def uniform_images(shape: tuple[int, ...], seed: int = 2) -> torch.Tensor:
+    """Images uniform in [-1, 1]."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.rand(shape, generator=generator) * 2 - 1
+
+
+def smooth_images(batch: int, resolution: int, seed: int = 0) -> torch.Tensor:
+    """Smooth random images in [-1, 1]: noise at a quarter of the resolution, upsampled."""
+    generator = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(batch, 3, resolution // 4, resolution // 4, generator=generator)
+    smooth = torch.nn.functional.interpolate(coarse, size=resolution, mode="bilinear")
+    return (smooth * 2 - 1).clamp(-1, 1)
+
+
+def half(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Floating tensors as float16, which keeps the checkpoint small; the official model runs
+    (in float32) with exactly these values, and loading casts them back."""
+    return {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+
+
 # ---- published tokenizers trained with Lightning (Open-MAGVIT2, IBQ, SimVQ) -----------------
 class TrainingLossStandIn(torch.nn.Module):
     """What `lossconfig` builds in the fixtures: a small discriminator whose weights land under
@@ -193,6 +214,64 @@ def distinct_ema(model: torch.nn.Module, differs, seed: int, scale: float = 0.05
         else:
             ema._buffers[buffer] = param.data
     return changed
+
+
+#: The small `ddconfig` of the Lightning fixtures (`dd` of the official encoder and decoder:
+#: 32 channels, one res block, factor 2, 8 latent channels, 16x16 images).
+SMALL_DDCONFIG = {
+    "double_z": False,
+    "z_channels": 8,
+    "resolution": 16,
+    "in_channels": 3,
+    "out_ch": 3,
+    "ch": 32,
+    "ch_mult": [1, 1],
+    "num_res_blocks": 1,
+}
+#: Their images: two, RGB, 16x16.
+SMALL_IMAGES = (2, 3, 16, 16)
+
+
+def lightning_model(cls, differs, **init_args: Any) -> tuple[torch.nn.Module, list[str]]:
+    """The official class built under seed 0 with `init_args`, the stand-in loss and
+    `use_ema=True`, its weights perturbed (`randomize`, seed 1), in evaluation mode, its EMA
+    copy differing where `differs` accepts (`distinct_ema`, seed 3); and the names that differ."""
+    torch.manual_seed(0)
+    model = cls(**init_args, lossconfig={"target": "loss"}, use_ema=True)
+    randomize(model, seed=1)
+    model = model.eval()
+    return model, distinct_ema(model, differs, seed=3)
+
+
+@torch.no_grad()
+def lightning_outputs(model, x: torch.Tensor, factor: int, *, encode, latents, codes) -> dict:
+    """The official outputs on `x` of a model downsampling by `factor`: `indices_raw` and
+    `reconstruction_raw` with the training weights, then inside `ema_scope()` (the official
+    evaluation's weights) `latents(model, x)`, `indices`, `reconstruction` (`decode(quant)`)
+    and `decoded` (`decode(codes(model, indices, shape))`); `encode(model, x)` gives the
+    official `(quant, indices)`."""
+    b, _, h, w = x.shape
+    shape = (b, h // factor, w // factor)
+    out = {}
+    quant, indices = encode(model, x)
+    out["indices_raw"] = indices.reshape(shape)
+    out["reconstruction_raw"] = model.decode(quant)
+    with model.ema_scope():
+        out["latents"] = latents(model, x)
+        quant, indices = encode(model, x)
+        out["indices"] = indices.reshape(shape)
+        out["reconstruction"] = model.decode(quant)
+        out["decoded"] = model.decode(codes(model, indices, shape))
+    return out
+
+
+def write_lightning_fixture(
+    model: torch.nn.Module, name: str, tensors: dict[str, torch.Tensor], **written: Any
+) -> None:
+    """`write_fixture(name, tensors, **written)` and the model's Lightning checkpoint
+    `<name>.ckpt` beside it."""
+    write_fixture(name, tensors, **written)
+    save_lightning_checkpoint(model, written["out"] / f"{name}.ckpt")
 
 
 def save_lightning_checkpoint(model: torch.nn.Module, path: Path) -> None:
