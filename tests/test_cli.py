@@ -25,6 +25,10 @@ def test_list_shows_every_quantizer_with_kind_and_defaults():
         assert name in rows
     assert "implicit" in rows["fsq"] and "explicit" in rows["group_vq"]
     assert "groups=64" in result.stdout and "levels=[8, 8, 8, 5, 5, 5]" in result.stdout
+    from vqbench.published import get_adapter_class, list_adapters
+
+    for name in list_adapters():  # the registry's adapters, each with the code it follows
+        assert name in rows and get_adapter_class(name).source in rows[name], name
 
 
 def test_version(capsys):

@@ -72,7 +72,19 @@ def cmd_list(args: argparse.Namespace) -> int:
     print("Evaluation protocols (eval.protocol, vqbench fid-stats --protocol):")
     print()
     print(protocol_table())
+    print()
+    print("Published-tokenizer adapters (vqbench eval --tokenizer NAME --checkpoint FILE):")
+    print()
+    print(adapter_table())
     return 0
+
+
+def adapter_table() -> str:
+    """The registered adapters of published tokenizers and the official code each follows."""
+    from vqbench.published import get_adapter_class, list_adapters
+
+    rows = [[name, get_adapter_class(name).source] for name in list_adapters()]
+    return tabulate(rows, headers=["adapter", "official code it follows"], tablefmt="github")
 
 
 def protocol_table() -> str:
