@@ -91,6 +91,30 @@ def test_export_then_load_is_the_runs_own_evaluation_bit_for_bit(trained, export
     assert config.eval.use_ema
 
 
+def test_an_export_evaluated_as_a_published_tokenizer_gives_the_runs_own_numbers(trained, exported):
+    """`vqbench eval --tokenizer vqbench_export` (how a trained run is measured under another
+    protocol, or listed beside released tokenizers) on the run's own data and eval settings
+    gives the numbers of the run's own `eval.json`."""
+    out = trained["home"] / "published" / "simvq"
+    result = run_cli(
+        "eval", "--tokenizer", "vqbench_export", "--checkpoint",
+        str(exported / "model.safetensors"), "--config", "simvq.yaml", "--out", str(out),
+        cwd=trained["home"], **QUIET,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    ours = json.loads((out / "eval.json").read_text())
+    run = json.loads((trained["simvq"] / "eval.json").read_text())
+    for key in ("images", "codebook_size", "usage", "perplexity", "psnr", "psnr_batch", "ssim"):
+        assert ours[key] == run[key], key
+    assert ours["tokenizer"] == "vqbench_export" and ours["protocol"] == "vqbench"
+    bad = run_cli(
+        "eval", "--tokenizer", "vqbench_export", "--checkpoint", str(exported / "config.json"),
+        "--config", "simvq.yaml", "--out", str(out.with_name("bad")), cwd=trained["home"],
+        **QUIET,
+    )  # fmt: skip
+    assert "give EXPORTED/model.safetensors" in one_line(bad)
+
+
 def test_config_and_model_card_say_what_the_tokenizer_is(trained, exported):
     config = json.loads((exported / "config.json").read_text())
     assert config["format"] == FORMAT and config["vqbench_version"]
