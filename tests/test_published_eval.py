@@ -22,8 +22,9 @@ from vqbench.cli import main
 from vqbench.config import DataConfig, parse_run_config
 from vqbench.data import build_split
 from vqbench.distributed import World
+from vqbench.errors import VQBenchError
 from vqbench.evaluate import evaluate_split
-from vqbench.published_run import with_protocol
+from vqbench.published_run import published_config, with_protocol
 
 CPU = World(rank=0, size=1, local_rank=0, device=torch.device("cpu"))
 DATA = {"kind": "embedded", "resolution": 16, "train_size": 32, "val_size": 12}
@@ -210,12 +211,18 @@ def test_a_pickled_checkpoint_needs_trust(tmp_path, settings, capsys):
     assert recorded["tokenizer"]["trust"] is True
 
 
-def test_the_protocol_seam_passes_the_name_or_says_there_is_none():
-    from vqbench.config import EvalConfig
-
-    if "protocol" in EvalConfig.model_fields:
-        assert with_protocol({"eval": {"batch_size": 4}}, "p")["eval"]["protocol"] == "p"
-    else:
-        with pytest.raises(Exception, match="no named evaluation protocols"):
-            with_protocol({}, "imagenet256")
+def test_a_protocol_sets_the_evaluation_and_its_image_size(tmp_path):
+    """`--protocol` reaches `eval.protocol`; the protocol's size is the default image size,
+    an explicit other size is one line (the protocol fixes it)."""
+    assert with_protocol({"eval": {"batch_size": 4}}, "p")["eval"] == {
+        "batch_size": 4,
+        "protocol": "p",
+    }
     assert with_protocol({"eval": {}}, None) == {"eval": {}}
+    ckpt = write_checkpoint(tmp_path / "pool.pt")
+    config = published_config(NAME, ckpt, data="embedded", protocol="simvq128")
+    assert config.data.resolution == 128 and config.eval.protocol == "simvq128"
+    assert config.eval.fid_backend == "pytorch-fid"  # what the protocol fixes
+    assert published_config(NAME, ckpt, data="embedded").data.resolution == 16  # the adapter's
+    with pytest.raises(VQBenchError, match="evaluates at 128x128, data.resolution is 64"):
+        published_config(NAME, ckpt, data="embedded", resolution=64, protocol="simvq128")

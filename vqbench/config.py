@@ -266,6 +266,18 @@ class EvalConfig(Section):
         return self
 
 
+def check_protocol_resolution(data: DataConfig, eval_config: EvalConfig) -> None:
+    """A protocol that fixes the image size gets data at that size (ValueError otherwise)."""
+    protocol = get_protocol(eval_config.protocol)
+    if protocol.resolution and protocol.resolution != data.resolution:
+        raise ValueError(
+            f"eval.protocol {protocol.label} evaluates at {protocol.resolution}x"
+            f"{protocol.resolution}, data.resolution is {data.resolution}; use "
+            f"{protocol.resolution} or choose a protocol at {data.resolution} "
+            f"(e.g. {DEFAULT_PROTOCOL})"
+        )
+
+
 class RunConfig(Section):
     name: str = "run"
     seed: NonNegativeInt = 0
@@ -285,14 +297,7 @@ class RunConfig(Section):
 
     @pydantic.model_validator(mode="after")
     def _protocol_resolution(self) -> RunConfig:
-        protocol = get_protocol(self.eval.protocol)
-        if protocol.resolution and protocol.resolution != self.data.resolution:
-            raise ValueError(
-                f"eval.protocol {protocol.label} evaluates at {protocol.resolution}x"
-                f"{protocol.resolution}, data.resolution is {self.data.resolution}; train at "
-                f"{protocol.resolution} or choose a protocol at {self.data.resolution} "
-                f"(e.g. {DEFAULT_PROTOCOL})"
-            )
+        check_protocol_resolution(self.data, self.eval)
         return self
 
     @pydantic.model_validator(mode="after")

@@ -28,11 +28,13 @@ from vqbench.config import (
     EvalConfig,
     Section,
     check_name,
+    check_protocol_resolution,
     format_config_error,
     read_yaml,
 )
 from vqbench.errors import VQBenchError
 from vqbench.files import atomic_write_text
+from vqbench.protocols import get_protocol
 from vqbench.published import PublishedTokenizer, get_adapter_class, load_published
 from vqbench.rundir import RunDir, load_recorded_plugins, record_plugins
 
@@ -63,6 +65,11 @@ class PublishedConfig(Section):
     @classmethod
     def _safe_name(cls, name: str) -> str:
         return check_name(name, "name", parts=True)
+
+    @pydantic.model_validator(mode="after")
+    def _protocol_resolution(self) -> PublishedConfig:
+        check_protocol_resolution(self.data, self.eval)
+        return self
 
 
 def parse_published_config(data: dict[str, Any], source: str) -> PublishedConfig:
@@ -164,18 +171,11 @@ def record(out: Path, config: PublishedConfig, sha256: str) -> RunDir:
 
 
 def with_protocol(settings: dict[str, Any], protocol: str | None) -> dict[str, Any]:
-    """`eval.protocol: NAME` set in evaluation settings (`--protocol NAME`).
-
-    The one seam to named protocols (`vqbench.protocols`): where `EvalConfig` has the field
-    `protocol`, the name is passed on and the protocol decides split, resize and metrics;
-    without it, asking for a protocol is one line (no protocol is pretended)."""
+    """`eval.protocol: NAME` set in evaluation settings (`--protocol NAME`): the protocol
+    (`vqbench.protocols`) decides split, resize and metrics; an unknown name is one line when
+    the settings are validated."""
     if protocol is None:
         return settings
-    if "protocol" not in EvalConfig.model_fields:
-        raise VQBenchError(
-            f"--protocol {protocol}: this vqbench has no named evaluation protocols; give the "
-            f"data and eval settings with --config FILE (or --data and --resolution)"
-        )
     return {**settings, "eval": {**(settings.get("eval") or {}), "protocol": protocol}}
 
 
@@ -215,7 +215,8 @@ def published_config(
 ) -> PublishedConfig:
     """The settings of `vqbench eval --tokenizer ...`: the data and eval sections of
     `config_file` (a run config or a suite file), `--data` replacing its data, the image size
-    `resolution`, else the file's, else the one the released weights were trained at."""
+    `resolution`, else the file's, else the protocol's, else the one the released weights were
+    trained at."""
     default_resolution = get_adapter_class(adapter).resolution  # an unknown name: one line
     if config_file is None and data is None:
         raise VQBenchError(
@@ -230,7 +231,8 @@ def published_config(
         section = {**data_section(data, train_data), **kept}
     if resolution is not None:
         section["resolution"] = resolution
-    section.setdefault("resolution", default_resolution)
+    fixed = get_protocol(protocol).resolution if protocol is not None else None
+    section.setdefault("resolution", fixed or default_resolution)  # the protocol's size first
     settings = with_protocol({**settings, "data": section}, protocol)
     try:
         check_name(name, "name")
