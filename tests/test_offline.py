@@ -167,7 +167,12 @@ def test_unreachable_names_the_server_and_a_proxy_is_trusted(monkeypatch):
 def test_a_name_lookup_that_hangs_counts_as_unreachable_within_the_timeout(monkeypatch):
     for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY"):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr(socket, "create_connection", lambda *a, **k: time.sleep(30))
+
+    def hang(*args, **kwargs):  # a lookup that answers long after the timeout, with failure
+        time.sleep(30)
+        raise OSError("timed out")
+
+    monkeypatch.setattr(socket, "create_connection", hang)
     start = time.monotonic()
     reason = unreachable("https://example.invalid/file", timeout=0.5)
     assert reason == "example.invalid cannot be reached: no answer within 0.5 s"
